@@ -1,0 +1,5 @@
+import sys
+
+from zerosearch.cli import main
+
+sys.exit(main())

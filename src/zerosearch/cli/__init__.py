@@ -1,0 +1,57 @@
+"""The `zerosearch` command line.
+
+Each subcommand lives in its own module under `zerosearch/cli/` and exposes
+`add_arguments(parser)` and `run(args) -> int`. Those modules import only argparse-level things at the
+top, and import torch/transformers inside `run`, so `zerosearch --help` stays instant.
+To add a command: write `cli/<name>.py` and add one line to COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "version": ("zerosearch.cli.version", "print the zerosearch version"),
+    "world": ("zerosearch.cli.world", "generate the synthetic search world (corpus + QA splits)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zerosearch",
+        description="Teach LLMs to search with RL, without calling a real search engine during training.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+class CLIError(Exception):
+    """An error to show to the user as one clear line, without a traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except (CLIError, FileNotFoundError, ValueError) as e:
+        # Bad input (a missing file, a bad row, a bad flag value) is the user's to fix: one clear line.
+        print(f"zerosearch {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zerosearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
