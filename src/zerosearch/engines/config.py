@@ -1,0 +1,119 @@
+"""Engine configuration: one dataclass, the same CLI flags on every command, or a YAML file.
+
+Every command that talks to an engine (`search`, `serve`, `eval`, `collect`, `train`) calls
+`add_engine_arguments(parser)` and `EngineConfig.from_args(args)`, so an engine is chosen the same way
+everywhere: `--engine bm25 --corpus corpus.jsonl`, `--engine simulated --sim-mode sft --model DIR`,
+or `--engine-config engine.yaml` (flags given on the command line override the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENGINE_NAMES = ("bm25", "dense", "http", "serpapi", "simulated")
+
+
+@dataclass
+class EngineConfig:
+    name: str = "bm25"
+    k: int = 5
+
+    # Local corpora (bm25, dense): Search-R1 JSONL `{id, title?, contents}`; index cached beside it
+    # (or under index_dir) and rebuilt when the corpus changes.
+    corpus: str | None = None
+    index_dir: str | None = None
+    embed_model: str | None = None  # dense: a sentence-transformers model dir or name
+
+    # Remote engines: http retrieval server(s), or OpenAI-compatible simulator endpoint(s).
+    # Several endpoints are load-balanced.
+    endpoint: list[str] = field(default_factory=list)
+    api_key_env: str = "SERPAPI_API_KEY"  # serpapi key (or OpenAI-compatible key) read from this variable
+    timeout: float = 30.0  # seconds per request
+    retries: int = 3  # bounded; never retry forever
+    backoff: float = 0.5  # seconds, doubled each retry
+
+    # Simulated engine.
+    model: str = "smollm2-135m-instruct"  # in-process model, or the model name sent to the endpoint
+    sim_mode: Literal["prompt", "sft"] = "prompt"
+    answer_blind: bool = False  # True: the simulator never sees question or gold answers (for evaluation)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 400
+    doc_words: int = 30
+    batch_size: int = 8
+    leak_guard: Literal["off", "flag", "replace"] = "flag"
+    seed: int = 0
+
+    # Persistent SQLite cache in front of a real engine (None: no cache).
+    cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoint, str):
+            self.endpoint = [e for e in self.endpoint.split(",") if e]
+        if self.name not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine {self.name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+        if self.k < 1:
+            raise ValueError(f"engine k must be >= 1, got {self.k}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "engine config") -> EngineConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> EngineConfig:
+        import yaml
+
+        path = Path(path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of engine fields")
+        return cls.from_dict(data.get("engine", data), source=str(path))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EngineConfig:
+        """The YAML file (if any) first, then every flag the user actually gave."""
+        base = cls.from_yaml(args.engine_config).__dict__ if getattr(args, "engine_config", None) else {}
+        given = {f.name: getattr(args, f"engine_{f.name}") for f in dataclasses.fields(cls)}
+        merged = {**base, **{k: v for k, v in given.items() if v is not None}}
+        return cls.from_dict(merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """The engine flags, identical on every command. Unset flags stay None so YAML values survive."""
+    g = parser.add_argument_group("search engine")
+    g.add_argument("--engine", dest="engine_name", choices=ENGINE_NAMES, default=default,
+                   help="which engine (default: %(default)s)")
+    g.add_argument("--engine-config", help="YAML file of engine fields; flags override it")
+    g.add_argument("--k", dest="engine_k", type=int, help="documents per query (default 5)")
+    g.add_argument("--corpus", dest="engine_corpus", help="JSONL corpus for bm25/dense")
+    g.add_argument("--index-dir", dest="engine_index_dir", help="where to keep the index")
+    g.add_argument("--embed-model", dest="engine_embed_model", help="dense: embedding model")
+    g.add_argument("--endpoint", dest="engine_endpoint", help="URL(s), comma-separated, load-balanced")
+    g.add_argument("--api-key-env", dest="engine_api_key_env", help="env var holding the API key")
+    g.add_argument("--timeout", dest="engine_timeout", type=float, help="seconds per request")
+    g.add_argument("--retries", dest="engine_retries", type=int, help="bounded retries per request")
+    g.add_argument("--backoff", dest="engine_backoff", type=float, help="first retry delay, doubled each time")
+    g.add_argument("--sim-model", dest="engine_model", help="simulator model (name, dir, or endpoint model)")
+    g.add_argument("--sim-mode", dest="engine_sim_mode", choices=("prompt", "sft"), help="simulator prompt family")
+    g.add_argument("--answer-blind", dest="engine_answer_blind", action="store_const", const=True,
+                   help="simulator never sees the question or gold answers")
+    g.add_argument("--temperature", dest="engine_temperature", type=float, help="simulator sampling temperature")
+    g.add_argument("--top-p", dest="engine_top_p", type=float, help="simulator nucleus sampling")
+    g.add_argument("--max-new-tokens", dest="engine_max_new_tokens", type=int, help="simulator output budget")
+    g.add_argument("--doc-words", dest="engine_doc_words", type=int, help="simulator words per document")
+    g.add_argument("--sim-batch-size", dest="engine_batch_size", type=int, help="simulator generation batch")
+    g.add_argument("--leak-guard", dest="engine_leak_guard", choices=("off", "flag", "replace"),
+                   help="gold-answer leak check on simulated docs")
+    g.add_argument("--engine-seed", dest="engine_seed", type=int, help="simulator sampling seed")
+    g.add_argument("--cache", dest="engine_cache", help="SQLite cache file in front of a real engine")
