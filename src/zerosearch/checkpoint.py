@@ -1,0 +1,79 @@
+"""Training checkpoints: written atomically, read back for `--resume`.
+
+    run_dir/checkpoints/step-000050/
+        policy.safetensors    trainable policy weights (all of them, or the LoRA adapter's)
+        critic.safetensors    PPO's value model
+        trainer.pt            optimizer(s), LR scheduler(s), RNG states, step, curriculum, engine state
+        config.yaml           the run's config, to refuse resuming under a different one
+
+The directory appears under its final name only once complete (zerosearch.io.atomic_path), so a crash
+while saving leaves the previous checkpoint as the latest one.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zerosearch.io import atomic_path, atomic_write_text
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # Frozen weights (a LoRA base) are rebuilt from the model name; only what training changes is saved.
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items() if n in names}
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, step: int, *, policy: torch.nn.Module, critic: torch.nn.Module | None,
+                    trainer_state: dict[str, Any], config_yaml: str, keep: int = 2) -> Path:
+    from safetensors.torch import save_file
+
+    ckpt = run_dir / "checkpoints" / f"step-{step:06d}"
+    with atomic_path(ckpt, is_dir=True) as tmp:
+        save_file(_trainable_state(policy), str(tmp / "policy.safetensors"))
+        if critic is not None:
+            save_file(_trainable_state(critic), str(tmp / "critic.safetensors"))
+        torch.save({"step": step, **trainer_state}, tmp / "trainer.pt")
+        atomic_write_text(tmp / "config.yaml", config_yaml)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return ckpt
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    root = run_dir / "checkpoints"
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / "trainer.pt").is_file()) if root.is_dir() else []
+
+
+def load_checkpoint(ckpt: Path, *, policy: torch.nn.Module, critic: torch.nn.Module | None) -> dict[str, Any]:
+    """Load weights into `policy`/`critic` in place and return the trainer state (step, optimizers, ...)."""
+    from safetensors.torch import load_file
+
+    for model, name in ((policy, "policy"), (critic, "critic")):
+        if model is None:
+            continue
+        saved = load_file(str(ckpt / f"{name}.safetensors"))
+        expected = set(_trainable_state(model))
+        if set(saved) != expected:
+            raise ValueError(f"{ckpt / (name + '.safetensors')}: its weights do not match this {name} "
+                             f"({len(set(saved) ^ expected)} names differ); was it saved by another config?")
+        model.load_state_dict(saved, strict=False)
+    return torch.load(ckpt / "trainer.pt", weights_only=False)

@@ -1,0 +1,149 @@
+"""The training configuration: one YAML file per experiment, overridable from the command line.
+
+    zerosearch train --config configs/tiny-grpo.yaml train.steps=20 algorithm.kl_loss_coef=0 --out runs/x
+
+Every section is a typed pydantic model with `extra="forbid"`, so a misspelt key is an error naming the
+file and the field, not a silently ignored setting. Overrides are `dotted.key=value`, the value parsed as
+YAML (`0.5`, `true`, `[q_proj, v_proj]`, `null`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    name: str = "smollm2-135m-instruct"  # anything zerosearch.models.load accepts
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
+    device: str = "auto"
+    lora_r: int = Field(0, ge=0)  # 0: full fine-tuning; > 0: train a PEFT LoRA adapter of this rank
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    gradient_checkpointing: bool = False
+
+
+class DataSection(_Section):
+    # A QA file (JSONL/JSON/parquet), or "world" for the built-in synthetic world's train split.
+    train: str = "world"
+    # Fixed dev batch evaluated every `train.eval_every` steps: a file, "world" (its dev split) or null.
+    dev: str | None = "world"
+    dev_size: int = Field(32, ge=1)
+    world: dict[str, Any] = {}  # zerosearch.world.WorldConfig fields, when train/dev is "world"
+    world_dir: str | None = None  # where the world is written (default: the cache dir)
+
+
+class RolloutSection(_Section):
+    max_turns: int = 4
+    max_new_tokens_per_turn: int = 500
+    max_obs_tokens: int = 2048
+    max_prompt_tokens: int = 2048
+    max_total_tokens: int = 4096
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = Field(5, ge=1)  # samples per question (GRPO group size)
+    format_weight: float = 0.0
+    batch_size: int = Field(8, ge=1)  # generation micro-batch
+    backend: Literal["hf", "vllm"] = "hf"
+
+
+class CurriculumSection(_Section):
+    p_start: float = 0.0
+    p_end: float = 0.5
+    base: float = 4.0
+    fixed: float | None = None  # a constant noise probability instead (the paper's "random" ablation)
+
+
+class OptimSection(_Section):
+    lr: float = 1e-6
+    critic_lr: float = 1e-5
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)  # linear warm-up, then constant (the paper's recipe)
+    grad_clip: float = 1.0
+    ppo_epochs: int = Field(1, ge=1)  # passes over each rollout batch
+    mini_batch_size: int = Field(8, ge=1)  # trajectories per optimizer step
+    micro_batch_size: int = Field(4, ge=1)  # trajectories per forward/backward (gradient accumulation)
+
+
+class TrainSection(_Section):
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(4, ge=1)  # questions per step (x rollout.n trajectories)
+    seed: int = 0
+    loss_mask: bool = True  # False: the ablation that trains on retrieved tokens too
+    eval_every: int = Field(10, ge=0)  # 0: never
+    save_every: int = Field(50, ge=0)  # 0: only at the end
+    keep_checkpoints: int = Field(2, ge=1)
+    samples_per_step: int = Field(2, ge=0)  # trajectories written to samples.jsonl each step
+
+
+class TrainConfig(_Section):
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    engine: dict[str, Any] = {"name": "simulated"}  # zerosearch.engines.EngineConfig fields
+    eval_engine: dict[str, Any] | None = None  # the dev batch's engine; null: the training engine
+    rollout: RolloutSection = RolloutSection()
+    algorithm: dict[str, Any] = {"name": "grpo"}  # name + that algorithm's hyper-parameters
+    curriculum: CurriculumSection = CurriculumSection()
+    optim: OptimSection = OptimSection()
+    train: TrainSection = TrainSection()
+
+    @model_validator(mode="after")
+    def _check_nested(self) -> TrainConfig:
+        from zerosearch import algorithms
+        from zerosearch.engines.config import EngineConfig
+
+        EngineConfig.from_dict(self.engine, source="engine")
+        if self.eval_engine is not None:
+            EngineConfig.from_dict(self.eval_engine, source="eval_engine")
+        hp = dict(self.algorithm)
+        algorithms.get(hp.pop("name", "grpo"), **hp)  # unknown names and hyper-parameters fail here
+        return self
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`a.b=v` sets raw["a"]["b"] = yaml(v), creating sections as needed."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of sections at the top level")
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"{source}: {problems}") from None
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
