@@ -49,7 +49,11 @@ def passage(row: Any, where: str) -> tuple[str | None, str, str]:
     doc_id = row.get("id")
     if doc_id is not None and not isinstance(doc_id, (str, int)):
         raise ValueError(f"{where}: field 'id' must be a string or an integer")
-    title, text = (title, contents) if title is not None else split_title(contents)
+    quoted, rest = split_title(contents)
+    if title is None:
+        title, text = quoted, rest
+    else:  # a corpus with both forms (e.g. the synthetic world): the quoted line would repeat the title
+        text = rest if quoted == title else contents
     return (None if doc_id is None else str(doc_id)), title, text
 
 
