@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("zerosearch.cli.version", "print the zerosearch version"),
     "world": ("zerosearch.cli.world", "generate the synthetic search world (corpus + QA splits)"),
+    "warmup": ("zerosearch.cli.warmup", "cold-start SFT of the policy on search-protocol demonstrations"),
     "train": ("zerosearch.cli.train", "train a search policy with RL (GRPO, PPO, REINFORCE++) from a YAML config"),
     "search": ("zerosearch.cli.search", "ask a search engine (bm25, dense, http, serpapi, simulated) some queries"),
     "serve": ("zerosearch.cli.serve", "expose a search engine over HTTP (/search, /retrieve, /health, /metrics)"),

@@ -1,0 +1,53 @@
+"""zerosearch warmup --model M --data world --engine bm25 --corpus world --out DIR"""
+
+from __future__ import annotations
+
+import argparse
+
+from zerosearch.engines.config import add_engine_arguments
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m-instruct", help="policy to warm up")
+    p.add_argument("--data", default="world", help="QA file(s) for demonstrations, or 'world' (its train split)")
+    p.add_argument("--world-dir", help="where the synthetic world lives (default: the cache dir)")
+    p.add_argument("--examples", type=int, default=400, help="demonstrations to build (at most)")
+    p.add_argument("--steps", type=int, default=60, help="SFT optimizer steps")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lora-r", type=int, default=0, help="0: full fine-tuning")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder: demos.jsonl, loss.jsonl/png, final/ (the warmed-up policy)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted warm-up from its checkpoint")
+    add_engine_arguments(p, default="bm25")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from zerosearch.config import TrainConfig
+    from zerosearch.data import load_qa, subsample
+    from zerosearch.engines import EngineConfig, build_engine
+    from zerosearch.io import atomic_write_jsonl
+    from zerosearch.sft import SFTConfig, sft
+    from zerosearch.trainer import engine_config, resolve_data
+    from zerosearch.warmup import demonstrations
+
+    world_dir = None
+    if args.data == "world" or args.engine_corpus == "world":
+        cfg = TrainConfig.model_validate({"data": {"world_dir": args.world_dir, "dev": None}})
+        records, _, world_dir = resolve_data(cfg)
+    if args.data != "world":
+        records = load_qa(args.data)
+    records = subsample(records, min(len(records), args.examples * 2), seed=args.seed)
+    ecfg = engine_config(EngineConfig.from_args(args).to_dict(), world_dir)
+    with build_engine(ecfg) as engine:
+        demos, skipped = demonstrations(records, engine, k=ecfg.k)
+    demos = demos[: args.examples]
+    out = Path(args.out)
+    atomic_write_jsonl(out / "demos.jsonl", demos)
+    print(f"demonstrations: {len(demos)} (skipped {skipped} whose gold answer the engine did not retrieve)")
+    summary = sft(args.model, demos, out, SFTConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size,
+                                                    lora_r=args.lora_r, seed=args.seed), resume=args.resume)
+    print(f"SFT loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}; warmed-up policy: {summary['model']}")
+    return 0
