@@ -169,3 +169,12 @@ def test_grpo_raises_the_probability_of_the_rewarded_answer(tmp_path):
         trainer.step(step)
     assert margin() > before + 1.0
     trainer.close()
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        load_train_config(path)

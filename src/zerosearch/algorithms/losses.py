@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from zerosearch.algorithms.advantages import masked_mean, masked_sum
+from zerosearch.algorithms.batch import RolloutBatch
 from zerosearch.algorithms.kl import KLKind, kl_penalty
 
 AggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
@@ -121,3 +122,39 @@ def logprobs_from_logits(logits: Tensor, labels: Tensor) -> Tensor:
         return picked - torch.logsumexp(logits, dim=-1)
     lse = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in logits])
     return picked.float() - lse
+
+
+def actor_loss(
+    batch: RolloutBatch,
+    new_logp: Tensor,
+    entropy: Tensor | None,
+    *,
+    clip_eps: float,
+    clip_eps_high: float | None,
+    agg: AggMode,
+    entropy_coef: float,
+    kl_loss_coef: float = 0.0,
+    kl_kind: KLKind = "k3",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The actor objective every algorithm here shares, over batch.mask (THE LOSS MASK):
+
+        L = agg( clipped surrogate ) + kl_loss_coef * agg( KL(pi || pi_ref) ) - entropy_coef * agg( H )
+
+    Algorithms differ in their advantages, and in whether the KL is a loss term (GRPO, REINFORCE:
+    kl_loss_coef > 0) or folded into the reward (PPO, REINFORCE++: kl_loss_coef = 0 here).
+    """
+    mask = batch.mask
+    pg, stats = policy_loss(new_logp, batch.old_logp, batch.need("advantages"), mask, clip_eps, clip_eps_high, agg)
+    loss = pg
+    stats["pg_loss"] = pg.detach()
+    if kl_loss_coef != 0:
+        kl = kl_loss(new_logp, batch.need("ref_logp"), mask, kl_kind, agg)
+        loss = loss + kl_loss_coef * kl  # ADDED: minimising pulls the policy toward the reference
+        stats["kl_loss"] = kl.detach()
+    if entropy_coef != 0:
+        if entropy is None:
+            raise ValueError("entropy_coef != 0 needs the per-token entropy")
+        ent = entropy_loss(entropy, mask, agg)
+        loss = loss - entropy_coef * ent
+        stats["entropy"] = ent.detach()
+    return loss, stats

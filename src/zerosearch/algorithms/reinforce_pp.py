@@ -23,7 +23,7 @@ from torch import Tensor
 from zerosearch.algorithms.advantages import reinforce_advantages, reinforce_pp_advantages
 from zerosearch.algorithms.batch import RolloutBatch
 from zerosearch.algorithms.kl import KLKind
-from zerosearch.algorithms.losses import AggMode, entropy_loss, kl_loss, policy_loss
+from zerosearch.algorithms.losses import AggMode, actor_loss
 
 
 @dataclass(frozen=True)
@@ -53,21 +53,10 @@ class ReinforcePP:
     def actor_loss(
         self, batch: RolloutBatch, new_logp: Tensor, entropy: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        # The loss mask: every term below is aggregated over batch.mask (the info mask) by agg_loss.
-        mask = batch.mask
-        adv = batch.need("advantages")
-        pg, stats = policy_loss(
-            new_logp, batch.old_logp, adv, mask, self.clip_eps, self.clip_eps_high, self.loss_agg
+        return actor_loss(
+            batch, new_logp, entropy, clip_eps=self.clip_eps, clip_eps_high=self.clip_eps_high,
+            agg=self.loss_agg, entropy_coef=self.entropy_coef,
         )
-        loss = pg
-        stats["pg_loss"] = pg.detach()
-        if self.entropy_coef != 0:
-            if entropy is None:
-                raise ValueError("entropy_coef != 0 needs the per-token entropy")
-            ent = entropy_loss(entropy, mask, self.loss_agg)
-            loss = loss - self.entropy_coef * ent
-            stats["entropy"] = ent.detach()
-        return loss, stats
 
 
 @dataclass(frozen=True)
@@ -93,22 +82,8 @@ class Reinforce:
     def actor_loss(
         self, batch: RolloutBatch, new_logp: Tensor, entropy: Tensor | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        # The loss mask: every term below is aggregated over batch.mask (the info mask) by agg_loss.
-        mask = batch.mask
-        adv = batch.need("advantages")
-        pg, stats = policy_loss(
-            new_logp, batch.old_logp, adv, mask, self.clip_eps, self.clip_eps_high, self.loss_agg
+        return actor_loss(
+            batch, new_logp, entropy, clip_eps=self.clip_eps, clip_eps_high=self.clip_eps_high,
+            agg=self.loss_agg, entropy_coef=self.entropy_coef,
+            kl_loss_coef=self.kl_loss_coef, kl_kind=self.kl_loss_kind,
         )
-        loss = pg
-        stats["pg_loss"] = pg.detach()
-        if self.kl_loss_coef != 0:
-            kl = kl_loss(new_logp, batch.need("ref_logp"), mask, self.kl_loss_kind, self.loss_agg)
-            loss = loss + self.kl_loss_coef * kl
-            stats["kl_loss"] = kl.detach()
-        if self.entropy_coef != 0:
-            if entropy is None:
-                raise ValueError("entropy_coef != 0 needs the per-token entropy")
-            ent = entropy_loss(entropy, mask, self.loss_agg)
-            loss = loss - self.entropy_coef * ent
-            stats["entropy"] = ent.detach()
-        return loss, stats
