@@ -152,7 +152,16 @@ def _from_local_dir(path: Path, dtype: Any, device: str, seed: int, merge_lora: 
         return model, tok
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} is not a model checkpoint (no config.json or adapter_config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    from transformers.utils import logging as hf_logging
+
+    # A local load takes a second: its "Loading weights" bar would only clutter command output.
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     tok_src = path if (path / "tokenizer_config.json").is_file() else _smollm2_tokenizer_dir()
     return model, _load_tokenizer(tok_src)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import random
 import time
@@ -39,7 +38,7 @@ from zerosearch.curriculum import Curriculum, FixedSchedule, NoiseSchedule
 from zerosearch.data import QARecord, load_qa
 from zerosearch.engines import EngineConfig, SearchEngine, build_engine
 from zerosearch.generation import HFBackend
-from zerosearch.io import atomic_write_text, cache_dir
+from zerosearch.io import atomic_write_text
 from zerosearch.metrics import MetricsLogger, plot_run
 from zerosearch.models import load
 from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
@@ -69,11 +68,9 @@ def resolve_data(cfg: TrainConfig) -> tuple[list[QARecord], list[QARecord], Path
     """Train and dev records; "world" means the built-in synthetic world (generated once, cached)."""
     world_dir = None
     if "world" in (cfg.data.train, cfg.data.dev):
-        from zerosearch.world import WorldConfig, ensure_world
+        from zerosearch.world import WorldConfig, cached_world
 
-        wcfg = WorldConfig(**cfg.data.world)
-        key = hashlib.sha256(json.dumps(dataclasses.asdict(wcfg), sort_keys=True).encode()).hexdigest()[:10]
-        world_dir = ensure_world(Path(cfg.data.world_dir) if cfg.data.world_dir else cache_dir("worlds", key), wcfg)
+        world_dir = cached_world(WorldConfig(**cfg.data.world), cfg.data.world_dir)
     pick = lambda spec, split: load_qa(world_dir / f"{split}.jsonl" if spec == "world" else spec)
     train = pick(cfg.data.train, "train")
     dev = pick(cfg.data.dev, "dev")[: cfg.data.dev_size] if cfg.data.dev else []

@@ -538,3 +538,15 @@ def ensure_world(out_dir: str | Path, cfg: WorldConfig | None = None) -> Path:
     if not world_is_current(out_dir, cfg):
         write_world(generate_world(cfg), out_dir)
     return Path(out_dir)
+
+
+def cached_world(cfg: WorldConfig | None = None, world_dir: str | Path | None = None) -> Path:
+    """The world for `cfg`, in `world_dir` or in the cache (one folder per config), generated on first use.
+    This is what `world` means wherever a command takes data or a corpus."""
+    from zerosearch.io import cache_dir
+
+    cfg = cfg or WorldConfig()
+    if world_dir is None:
+        key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+        world_dir = cache_dir("worlds", key)
+    return ensure_world(world_dir, cfg)

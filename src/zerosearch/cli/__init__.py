@@ -14,10 +14,14 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("zerosearch.cli.demo", "the whole method end to end: evaluate, cold start, GRPO on the simulator, evaluate, report"),
     "version": ("zerosearch.cli.version", "print the zerosearch version"),
     "world": ("zerosearch.cli.world", "generate the synthetic search world (corpus + QA splits)"),
     "warmup": ("zerosearch.cli.warmup", "cold-start SFT of the policy on search-protocol demonstrations"),
     "train": ("zerosearch.cli.train", "train a search policy with RL (GRPO, PPO, REINFORCE++) from a YAML config"),
+    "eval": ("zerosearch.cli.eval", "evaluate a model (direct, cot, r1, rag, search-agent) on QA sets: EM tables"),
+    "ask": ("zerosearch.cli.ask", "run the search agent on one question and show its trajectory"),
+    "compare": ("zerosearch.cli.compare", "one table from several evaluation results, with differences"),
     "search": ("zerosearch.cli.search", "ask a search engine (bm25, dense, http, serpapi, simulated) some queries"),
     "serve": ("zerosearch.cli.serve", "expose a search engine over HTTP (/search, /retrieve, /health, /metrics)"),
 }

@@ -1,0 +1,185 @@
+"""Evaluation: metric tables on known predictions, the honesty rules (answer-blind engines only, requests
+stripped of gold answers), resume after a crash, and the eval / compare / ask commands, with tiny-random
+and a fake engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zerosearch.cli import main
+from zerosearch.data import QARecord, write_qa
+from zerosearch.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch.eval import AnswerBlind, EvalConfig, compare_table, markdown_table, run_eval, summarize
+from zerosearch.io import read_jsonl
+
+
+class RecordingEngine(SearchEngine):
+    name = "fake"
+
+    def __init__(self, sees_gold: bool = False):
+        self.sees_gold_answers = sees_gold
+        self.requests: list[SearchRequest] = []
+
+    def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
+        self.requests += requests
+        return [[Document(title=f"T{i}", text=f"about {r.query}", source="fake") for i in range(r.k)] for r in requests]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Any, Any]:
+    from zerosearch.generation import HFBackend
+    from zerosearch.models import load
+
+    model, tok = load("tiny-random", seed=0)
+    return HFBackend(model.eval(), tok, batch_size=4), tok
+
+
+RECORDS = [QARecord(id=f"{ds}{i}", question=f"Who founded the town number {i} of {ds}?", golden_answers=[f"Founder {i}"],
+                    data_source=ds) for ds in ("alpha", "beta") for i in range(3)]
+FAST = dict(max_new_tokens=6, answer_tokens=4, max_turns=1, chunk=2)
+
+
+def _row(method: str, ds: str, id_: str, em: float, f1: float, searches: int = 0, invalid: int = 0,
+         prediction: str | None = "x") -> dict[str, Any]:
+    return {"method": method, "dataset": ds, "id": id_, "em": em, "cover_em": em, "f1": f1, "turns": 1 + searches,
+            "searches": searches, "invalid_actions": invalid, "prediction": prediction, "answer_words": 1}
+
+
+def test_summary_on_known_predictions_is_the_macro_average() -> None:
+    rows = [_row("rag", "a", "1", 1, 1), _row("rag", "a", "2", 0, 0.5), _row("rag", "a", "3", 0, 0),
+            _row("rag", "a", "4", 1, 1), _row("rag", "b", "1", 0, 0.25, searches=2, invalid=1, prediction=None)]
+    s = summarize(rows, ["rag"], ["a", "b"])["rag"]
+    assert s["a"]["em"] == 0.5 and s["a"]["f1"] == 0.625 and s["a"]["n"] == 4
+    assert s["b"]["em"] == 0.0 and s["b"]["invalid_rate"] == pytest.approx(1 / 3)  # 1 invalid of 2 searches + 1
+    assert s["avg"]["em"] == 0.25  # macro: (0.5 + 0.0) / 2, not the micro 2/5
+    assert s["avg"]["f1"] == pytest.approx((0.625 + 0.25) / 2)
+    table = markdown_table(summarize(rows, ["rag"], ["a", "b"]))
+    assert "| method | a | b | avg |" in table and "| rag | 50.0 | 0.0 | 25.0 |" in table
+
+
+def test_compare_table_shows_differences_to_the_first_run() -> None:
+    a = {"summary": summarize([_row("direct", "a", "1", 0, 0), _row("direct", "a", "2", 1, 1)], ["direct"], ["a"])}
+    b = {"summary": summarize([_row("direct", "a", "1", 1, 1), _row("direct", "a", "2", 1, 1)], ["direct"], ["a"])}
+    table = compare_table([("base", a), ("new", b)])
+    assert "| base | direct | 50.0 | 50.0 |" in table
+    assert "| new | direct | 100.0 (+50.0) | 100.0 (+50.0) |" in table
+
+
+def test_evaluation_refuses_an_engine_that_sees_gold_answers(tiny: Any, tmp_path: Path) -> None:
+    backend, tok = tiny
+    with pytest.raises(ValueError, match="reads gold answers"):
+        run_eval(RECORDS, backend, tok, RecordingEngine(sees_gold=True), EvalConfig(methods=["rag"], **FAST), tmp_path)
+    # A gold-seeing engine is fine where no engine is used.
+    run_eval(RECORDS[:1], backend, tok, RecordingEngine(sees_gold=True), EvalConfig(methods=["direct"], **FAST), tmp_path / "d")
+
+
+def test_all_methods_run_and_no_request_carries_the_question_or_answers(tiny: Any, tmp_path: Path) -> None:
+    backend, tok = tiny
+    engine = RecordingEngine()
+    cfg = EvalConfig(methods=["direct", "cot", "r1", "rag", "search-agent"], **FAST)
+    result = run_eval(RECORDS, backend, tok, engine, cfg, tmp_path, meta={"model": "tiny-random"})
+    preds = read_jsonl(tmp_path / "predictions.jsonl")
+    assert len(preds) == len(RECORDS) * 5
+    assert {p["method"] for p in preds} == set(cfg.methods)
+    assert engine.requests and all(r.question is None and r.golden_answers is None and r.noise_prob is None
+                                   for r in engine.requests)
+    rag = [p for p in preds if p["method"] == "rag"]
+    assert all(len(p["documents"]) == cfg.k and p["searches"] == 1 for p in rag)
+    assert set(result["summary"]["direct"]) == {"alpha", "beta", "avg"}
+    assert result["data"]["alpha"]["n"] == 3 and len(result["data"]["alpha"]["hash"]) == 16
+    assert result["model"] == "tiny-random" and result["engine"] == "fake"
+    assert (tmp_path / "results.md").read_text().startswith("| method | alpha | beta | avg |")
+    assert (tmp_path / "results.csv").read_text().splitlines()[0] == \
+        "method,dataset,n,em,cover_em,f1,turns,searches,invalid_rate,answer_words"
+
+
+def test_resume_after_a_crash_gives_the_same_table(tiny: Any, tmp_path: Path) -> None:
+    backend, tok = tiny
+    cfg = EvalConfig(methods=["direct", "search-agent"], **FAST)
+    whole = run_eval(RECORDS, backend, tok, RecordingEngine(), cfg, tmp_path / "whole")
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_three_chunks(done: int, total: int, method: str) -> None:
+        if done >= 6 and method == "search-agent":
+            raise Crash
+    with pytest.raises(Crash):
+        run_eval(RECORDS, backend, tok, RecordingEngine(), cfg, tmp_path / "crashed", progress=crash_after_three_chunks)
+    pred = tmp_path / "crashed" / "predictions.jsonl"
+    with open(pred, "a") as f:
+        f.write('{"method": "search-agent", "dataset": "al')  # an append cut short by the crash
+    assert len(pred.read_text().splitlines()) == 9  # 6 direct + 2 search-agent + the partial line
+    engine = RecordingEngine()
+    resumed = run_eval(RECORDS, backend, tok, engine, cfg, tmp_path / "crashed")
+    assert len(engine.requests) <= 4  # only the 4 unfinished search-agent questions ran again
+    assert resumed["summary"] == whole["summary"]
+    assert (tmp_path / "crashed" / "results.md").read_text() == (tmp_path / "whole" / "results.md").read_text()
+    assert len(read_jsonl(pred)) == len(RECORDS) * 2
+
+
+def test_a_different_evaluation_in_the_same_folder_is_refused(tiny: Any, tmp_path: Path) -> None:
+    backend, tok = tiny
+    run_eval(RECORDS[:2], backend, tok, None, EvalConfig(methods=["direct"], **FAST), tmp_path)
+    with pytest.raises(ValueError, match="different config"):
+        run_eval(RECORDS[:2], backend, tok, None, EvalConfig(methods=["cot"], **FAST), tmp_path)
+    with pytest.raises(ValueError, match="different data"):
+        run_eval(RECORDS[:3], backend, tok, None, EvalConfig(methods=["direct"], **FAST), tmp_path)
+
+
+def test_bad_methods_and_missing_engine_are_clear_errors(tiny: Any, tmp_path: Path) -> None:
+    backend, tok = tiny
+    with pytest.raises(ValueError, match="unknown method"):
+        EvalConfig(methods=["react"])
+    with pytest.raises(ValueError, match="need an engine"):
+        run_eval(RECORDS, backend, tok, None, EvalConfig(methods=["rag"], **FAST), tmp_path)
+
+
+def test_answer_blind_forwards_only_the_query() -> None:
+    inner = RecordingEngine()
+    AnswerBlind(inner).search([SearchRequest("q", k=2, row_id="r", question="Q?", golden_answers=["A"], mode="useful")])
+    assert inner.requests == [SearchRequest("q", k=2, row_id="r")]
+
+
+def test_eval_and_compare_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "contents": f'"Town {i}"\nTown {i} was founded by Founder {i}.'})
+                              + "\n" for i in range(5)))
+    write_qa(tmp_path / "qa.jsonl", RECORDS[:3])
+    common = ["eval", "--model", "tiny-random", "--data", str(tmp_path / "qa.jsonl"), "--engine", "bm25",
+              "--corpus", str(corpus), "--k", "2", "--max-tokens", "4", "--max-turns", "1", "--no-progress"]
+    assert main([*common, "--method", "direct,rag", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--method", "direct", "--limit", "2", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "| method | alpha | avg |" in out
+    assert len(read_jsonl(tmp_path / "b" / "predictions.jsonl")) == 2
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "results.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| a | rag |" in table and "| b | direct |" in table
+    assert main(["eval", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "c"), "--method", "direct"]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["compare", str(tmp_path / "bad.json")]) == 2
+    assert "no 'summary' field" in capsys.readouterr().err
+
+
+def test_ask_shows_policy_blocks_and_inserted_text_apart(tiny: Any) -> None:
+    from zerosearch.cli.ask import segments
+
+    _, tok = tiny
+    parts = [("<think> hmm </think><search> town 1 </search>", 1), ("\n\n<information>Doc 1(Title: T) x</information>\n\n", 0),
+             ("<answer> Founder 1 </answer>", 1),
+             ("\nMy previous action is invalid. If I want to search, I should put the query between <search> and "
+              "</search>.", 0)]
+    ids, mask = [], []
+    for text, m in parts:
+        t = tok(text, add_special_tokens=False).input_ids
+        ids += t
+        mask += [m] * len(t)
+    kinds = segments(ids, mask, tok)
+    assert [k for k, _ in kinds] == ["think", "search", "information", "answer", "rollout"]
+    assert kinds[1][1] == "town 1" and kinds[2][1] == "Doc 1(Title: T) x"
