@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/zerosearch world --out $(OUT)/world
+	$(BIN)/zerosearch demo --out $(OUT)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,0 +1,33 @@
+"""zerosearch demo [--quick] [--out DIR]: the whole method end to end on this machine (see zerosearch.demo)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from zerosearch.demo import QUICK, DemoConfig
+
+    d = DemoConfig()
+    p.add_argument("--out", default="demo-out", help="reports go to OUT/run-NNN/ (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller run (about 3 minutes): " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    p.add_argument("--model", default=d.model, help="policy and simulator model (default: %(default)s)")
+    for name in ("eval_size", "warmup_examples", "warmup_steps", "steps", "questions_per_step", "group_size",
+                 "max_tokens", "seed"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(d, name)} ({QUICK.get(name, getattr(d, name))} with --quick)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from zerosearch.demo import QUICK, DemoConfig, run_demo
+
+    given = {k: v for k, v in vars(args).items() if k in DemoConfig.__dataclass_fields__ and v is not None}
+    cfg = DemoConfig(**{**(QUICK if args.quick else {}), **given})
+    t0 = time.perf_counter()
+    report = run_demo(cfg, args.out, progress=not args.no_progress)
+    print(f"\nreport: {report}  ({(time.perf_counter() - t0) / 60:.1f} min)")
+    print(report.read_text(encoding="utf-8").split("\n\nThe policy")[0])
+    return 0

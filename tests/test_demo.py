@@ -1,0 +1,40 @@
+"""`zerosearch demo` end to end with tiny-random and a miniature world: every stage runs, the report has the
+before/after table and its plots, and a rerun reuses the cold start and writes a new run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zerosearch.demo import DemoConfig, next_run_dir, run_demo
+
+
+def test_run_folders_never_overwrite(tmp_path: Path) -> None:
+    assert next_run_dir(tmp_path).name == "run-001"
+    (tmp_path / "run-007").mkdir()
+    assert next_run_dir(tmp_path).name == "run-008"
+
+
+def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path / "cache"))
+    from zerosearch.world import WorldConfig, cached_world
+
+    small = WorldConfig(n_people=12, n_places=6, n_orgs=6, n_works=6, n_questions=40)
+    monkeypatch.setattr("zerosearch.world.cached_world", lambda cfg=None, world_dir=None: cached_world(small, world_dir))
+    cfg = DemoConfig(model="tiny-random", eval_size=3, warmup_examples=4, warmup_steps=1, warmup_batch=2, steps=2,
+                     questions_per_step=1, group_size=2, max_tokens=4)
+    report = run_demo(cfg, tmp_path / "out", progress=False)
+    text = report.read_text()
+    assert report.parent.name == "run-001"
+    for method in cfg.methods:
+        assert f"| {method} |" in text
+    for png in ("training.png", "em_before_after.png"):
+        assert (report.parent / png).stat().st_size > 1000 and f"({png})" in text
+    assert (report.parent / "train" / "final" / "config.json").is_file()
+    assert "Wall time per stage" in text
+    capsys.readouterr()
+    again = run_demo(cfg, tmp_path / "out", progress=False)
+    assert again.parent.name == "run-002" and report.read_text() == text
+    assert "cold start: reusing" in capsys.readouterr().out
