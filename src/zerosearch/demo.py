@@ -124,11 +124,11 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     before = evaluate(cfg.model, "eval-before")
 
     stages.start("cold start", f"SFT on {cfg.warmup_examples} protocol demonstrations, {cfg.warmup_steps} steps")
-    warm = _cold_start(cfg, world, bm25)
+    warm = cold_start(cfg, world, bm25)
 
     stages.start("train", f"GRPO, {cfg.steps} steps x {cfg.questions_per_step} questions x {cfg.group_size} "
                           "samples, against the simulated engine with the curriculum")
-    tcfg = TrainConfig.model_validate(_train_config(cfg, warm, world))
+    tcfg = TrainConfig.model_validate(grpo_config(cfg, warm, world))
     train(tcfg, run / "train", progress=progress)
 
     stages.start("after", "the trained policy with real BM25")
@@ -140,7 +140,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     return write_report(run, cfg, before, after, seconds, world)
 
 
-def _cold_start(cfg: DemoConfig, world: Path, engine: Any) -> str:
+def cold_start(cfg: DemoConfig, world: Path, engine: Any) -> str:
     """The warmed-up policy, from the cache when this exact setting ran before."""
     from zerosearch.data import load_qa, subsample
     from zerosearch.sft import SFTConfig, sft
@@ -161,7 +161,7 @@ def _cold_start(cfg: DemoConfig, world: Path, engine: Any) -> str:
     return summary["model"]
 
 
-def _train_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
+def grpo_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
     """configs/smol-grpo.yaml, scaled to the demo's sizes."""
     return {
         "model": {"name": model, "dtype": "float32"},
