@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder: eval.json, predictions.jsonl, results.{md,csv,json}")
     p.add_argument("--max-turns", type=int, default=4, help="search-agent action turns")
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per turn (search-agent) or per answer (cot, r1)")
-    p.add_argument("--batch-size", type=int, default=8, help="generation batch")
+    p.add_argument("--batch-size", type=int, default=8, help="generation batch (hf backend)")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                   help="hf: transformers (CPU/GPU); vllm: vLLM offline inference on a GPU (pip install 'zerosearch[vllm]')")
     p.add_argument("--policy-temperature", dest="policy_temperature", type=float, default=0.0, help="0: greedy (default)")
     p.add_argument("--world-dir", help="where the synthetic world lives (default: the cache dir)")
     p.add_argument("--no-progress", action="store_true")
@@ -67,9 +69,17 @@ def run(args: argparse.Namespace) -> int:
         if ecfg.corpus == "world" and world is None:
             world = cached_world(world_dir=args.world_dir)
         engine = build_engine(engine_config({**ecfg.to_dict(), "k": cfg.k}, world))
-    model, tok = load(args.model)
-    model.eval()
-    backend = HFBackend(model, tok, batch_size=args.batch_size)
+    if args.backend == "vllm":
+        from vllm import LLM
+
+        from zerosearch.generation import VLLMBackend
+
+        llm = LLM(model=args.model, seed=args.seed)
+        tok = llm.get_tokenizer()
+        backend = VLLMBackend(llm, tok)
+    else:
+        model, tok = load(args.model)
+        backend = HFBackend(model.eval(), tok, batch_size=args.batch_size)
     meta = {"model": args.model, "data_spec": args.data, "limit": args.limit}
     try:
         with _progress(not args.no_progress) as progress:
