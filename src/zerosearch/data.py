@@ -231,6 +231,27 @@ def load_qa(paths: str | Path | Iterable[str | Path], *, limit: int | None = Non
     return out
 
 
+def resolve_qa(spec: str, *, limit: int | None = None, seed: int = 0, world_dir: str | None = None,
+               default_split: str = "test") -> tuple[list[QARecord], Path | None]:
+    """Records for a command's `--data`: QA files (comma-separated) and/or `world[:split]` (the built-in
+    synthetic world, generated on first use); also the world folder when one was named."""
+    from zerosearch.world import cached_world
+
+    records, world = [], None
+    for part in [s for s in spec.split(",") if s]:
+        if part == "world" or part.startswith("world:"):
+            split = part.partition(":")[2] or default_split
+            if split not in ("train", "dev", "test"):
+                raise ValueError(f"--data {part}: the world's splits are train, dev and test")
+            world = cached_world(world_dir=world_dir)
+            records += subsample(load_qa(world / f"{split}.jsonl"), limit, seed)
+        else:
+            records += load_qa(part, limit=limit, seed=seed)
+    if not records:
+        raise ValueError(f"--data {spec!r} has no questions")
+    return records, world
+
+
 def subsample(rows: list[QARecord], n: int | None, seed: int = 0) -> list[QARecord]:
     """A seeded sample of n rows per data_source, kept in their original order."""
     if n is None:

@@ -31,27 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_engine_arguments(p, default="bm25")
 
 
-def resolve_qa(spec: str, *, limit: int | None, seed: int, world_dir: str | None):
-    """Records for a --data spec, and the world folder when the spec (or the corpus) names the world."""
-    from zerosearch.data import load_qa, subsample
-    from zerosearch.world import cached_world
-
-    records, world = [], None
-    for part in [s for s in spec.split(",") if s]:
-        if part == "world" or part.startswith("world:"):
-            split = part.partition(":")[2] or "test"
-            if split not in ("train", "dev", "test"):
-                raise ValueError(f"--data {part}: the world's splits are train, dev and test")
-            world = cached_world(world_dir=world_dir)
-            records += subsample(load_qa(world / f"{split}.jsonl"), limit, seed)
-        else:
-            records += load_qa(part, limit=limit, seed=seed)
-    if not records:
-        raise ValueError(f"--data {spec!r} has no questions")
-    return records, world
-
-
 def run(args: argparse.Namespace) -> int:
+    from zerosearch.data import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.eval import NEEDS_ENGINE, EvalConfig, run_eval
     from zerosearch.generation import HFBackend

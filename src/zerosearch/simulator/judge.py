@@ -1,0 +1,81 @@
+"""How good is a simulator? Measured, never assumed.
+
+For each dev question the same query (the question itself, or queries taken from collected
+trajectories) goes to the simulator twice, asking for useful and for noisy documents (told the question
+and gold answer, as in training), and once to a real engine. Each set of documents is scored by:
+
+- answer in docs: some gold answer appears in the documents (normalised, token-aligned);
+- reader EM / F1: a fixed reader model answers the question from those documents alone
+  (`zerosearch.eval.answer_from_documents`, the `rag` baseline's prompt);
+- complete: the result has k documents and no fallback (the simulator wrote parseable output).
+
+Useful documents should score high, noisy ones low; the difference (useful - noisy) is the simulator's
+*controllability*, and the real engine's row says how its useful documents compare with retrieval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from zerosearch.data import QARecord
+from zerosearch.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch.reward import answer_metrics, normalize_answer
+
+COLUMNS = ("answer_in_docs", "reader_em", "reader_f1", "complete")
+
+
+def answer_in_docs(docs: list[Document], golds: Sequence[str]) -> float:
+    text = f" {normalize_answer(' '.join(d.text for d in docs))} "
+    return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in text for g in golds))
+
+
+def score(records: Sequence[QARecord], results: list[list[Document]], answers: list[str | None], k: int) -> dict[str, float]:
+    n = max(len(records), 1)
+    metrics = [answer_metrics(a, r.golden_answers) for a, r in zip(answers, records)]
+    return {"answer_in_docs": sum(answer_in_docs(d, r.golden_answers) for d, r in zip(results, records)) / n,
+            "reader_em": sum(m["em"] for m in metrics) / n, "reader_f1": sum(m["f1"] for m in metrics) / n,
+            "complete": sum(len(d) == k and not any(x.meta.get("fallback") for x in d) for d in results) / n}
+
+
+def judge(records: Sequence[QARecord], simulators: dict[str, SearchEngine], real: SearchEngine | None,
+          reader: Any, tokenizer: Any, *, k: int = 3, queries: Sequence[str] | None = None,
+          examples: int = 5) -> dict[str, Any]:
+    """{"rows": {name: metrics}, "examples": [...]}: rows "<sim> useful", "<sim> noisy", "<sim> gap", "real"."""
+    from zerosearch.eval import answer_from_documents
+
+    records = list(records)
+    queries = list(queries) if queries is not None else [r.question for r in records]
+    if len(queries) != len(records):
+        raise ValueError(f"{len(queries)} queries for {len(records)} questions")
+    questions = [r.question for r in records]
+    sources: dict[str, list[list[Document]]] = {}
+    for name, sim in simulators.items():
+        for mode in ("useful", "noisy"):
+            sources[f"{name} {mode}"] = sim.search([
+                SearchRequest(q, k=k, row_id=r.id, question=r.question, golden_answers=list(r.golden_answers), mode=mode)
+                for q, r in zip(queries, records)])
+    if real is not None:
+        sources["real"] = real.search([SearchRequest(q, k=k, row_id=r.id) for q, r in zip(queries, records)])
+    rows: dict[str, dict[str, float]] = {}
+    for name, results in sources.items():
+        rows[name] = score(records, results, answer_from_documents(reader, tokenizer, questions, results), k)
+    for name in simulators:
+        u, n = rows[f"{name} useful"], rows[f"{name} noisy"]
+        rows[f"{name} gap"] = {c: u[c] - n[c] for c in COLUMNS}
+    shown = [{"question": r.question, "golden_answers": r.golden_answers, "query": q,
+              **{name: [d.text for d in sources[name][i]] for name in sources}}
+             for i, (r, q) in enumerate(zip(records[:examples], queries))]
+    order = [f"{s} {m}" for s in simulators for m in ("useful", "noisy", "gap")] + (["real"] if real else [])
+    return {"rows": {name: rows[name] for name in order}, "examples": shown, "questions": len(records), "k": k}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| documents | answer in docs | reader EM | reader F1 | complete results |", "|---|---|---|---|---|"]
+    for name, m in result["rows"].items():
+        sign = "+" if name.endswith(" gap") else ""
+        cells = [f"{100 * m[c]:{sign}.1f}" for c in COLUMNS]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", f"{result['questions']} questions, k = {result['k']}, percentages; gap = useful - noisy "
+              "(the simulator's controllability)."]
+    return "\n".join(lines)
