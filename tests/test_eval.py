@@ -46,7 +46,8 @@ FAST = dict(max_new_tokens=6, answer_tokens=4, max_turns=1, chunk=2)
 def _row(method: str, ds: str, id_: str, em: float, f1: float, searches: int = 0, invalid: int = 0,
          prediction: str | None = "x") -> dict[str, Any]:
     return {"method": method, "dataset": ds, "id": id_, "em": em, "cover_em": em, "f1": f1, "turns": 1 + searches,
-            "searches": searches, "invalid_actions": invalid, "prediction": prediction, "answer_words": 1}
+            "searches": searches, "invalid_actions": invalid, "prediction": prediction, "answer_words": 1,
+            "tagged": prediction is not None}
 
 
 def test_summary_on_known_predictions_is_the_macro_average() -> None:
@@ -55,10 +56,19 @@ def test_summary_on_known_predictions_is_the_macro_average() -> None:
     s = summarize(rows, ["rag"], ["a", "b"])["rag"]
     assert s["a"]["em"] == 0.5 and s["a"]["f1"] == 0.625 and s["a"]["n"] == 4
     assert s["b"]["em"] == 0.0 and s["b"]["invalid_rate"] == pytest.approx(1 / 3)  # 1 invalid of 2 searches + 1
+    assert s["b"]["tagged"] == 0.0 and s["a"]["tagged"] == 1.0
     assert s["avg"]["em"] == 0.25  # macro: (0.5 + 0.0) / 2, not the micro 2/5
     assert s["avg"]["f1"] == pytest.approx((0.625 + 0.25) / 2)
     table = markdown_table(summarize(rows, ["rag"], ["a", "b"]))
     assert "| method | a | b | avg |" in table and "| rag | 50.0 | 0.0 | 25.0 |" in table
+
+
+def test_untagged_answers_fall_back_to_the_first_line_outside_think() -> None:
+    from zerosearch.eval import untagged_answer
+
+    assert untagged_answer("Paris is the capital.\nMore text") == "Paris is the capital."
+    assert untagged_answer("<think> hmm\nstill thinking </think>\n\n Paris \n") == "Paris"
+    assert untagged_answer("<think> never closed") is None and untagged_answer("  \n ") is None
 
 
 def test_compare_table_shows_differences_to_the_first_run() -> None:
@@ -94,7 +104,7 @@ def test_all_methods_run_and_no_request_carries_the_question_or_answers(tiny: An
     assert result["model"] == "tiny-random" and result["engine"] == "fake"
     assert (tmp_path / "results.md").read_text().startswith("| method | alpha | beta | avg |")
     assert (tmp_path / "results.csv").read_text().splitlines()[0] == \
-        "method,dataset,n,em,cover_em,f1,turns,searches,invalid_rate,answer_words"
+        "method,dataset,n,em,cover_em,f1,tagged,turns,searches,invalid_rate,answer_words"
 
 
 def test_resume_after_a_crash_gives_the_same_table(tiny: Any, tmp_path: Path) -> None:

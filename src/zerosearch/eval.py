@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,20 +87,37 @@ class AnswerBlind(SearchEngine):
 
 # --- generation for the single-turn methods --------------------------------------------------------------
 
-def _generate(backend: Any, tokenizer: Any, texts: list[str], max_new_tokens: int, cfg: EvalConfig) -> list[str]:
+def _generate(backend: Any, tokenizer: Any, texts: list[str], max_new_tokens: int, cfg: EvalConfig) -> list[Any]:
     chat = getattr(tokenizer, "chat_template", None) is not None
     ids = [tokenizer(render_prompt(t, tokenizer), add_special_tokens=not chat).input_ids for t in texts]
-    outs = backend.generate(ids, max_new_tokens, ("</answer>",), cfg.temperature, 1.0, cfg.seed)
-    return [o.text for o in outs]
+    return backend.generate(ids, max_new_tokens, ("</answer>",), cfg.temperature, 1.0, cfg.seed)
+
+
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
+
+
+def untagged_answer(text: str) -> str | None:
+    """A baseline's answer when it wrote no <answer> tags (small models often do not): its first line
+    outside <think>, as FlashRAG scores raw generations. Rows record whether the answer was tagged."""
+    lines = [ln.strip() for ln in _THINK.sub("", text).replace("<answer>", "").split("\n") if ln.strip()]
+    return lines[0] if lines else None
 
 
 def answer_from_documents(backend: Any, tokenizer: Any, questions: list[str], documents: list[list[Document]], *,
                           max_new_tokens: int = 32, temperature: float = 0.0, seed: int = 0) -> list[str | None]:
-    """A reader: the RAG prompt over the given documents, the extracted answer (None when it gave none).
+    """A reader: the RAG prompt over the given documents, its answer (tagged, else its first line).
     Used by the `rag` method and by `zerosearch judge-simulator`."""
     cfg = EvalConfig(methods=["rag"], temperature=temperature, seed=seed)
     texts = [RAG.format(question=q, documents=format_documents(d)) for q, d in zip(questions, documents)]
-    return [extract_answer(r) for r in _generate(backend, tokenizer, texts, max_new_tokens, cfg)]
+    outs = _generate(backend, tokenizer, texts, max_new_tokens, cfg)
+    return [_answer(o, tokenizer)[0] for o in outs]
+
+
+def _answer(out: Any, tokenizer: Any) -> tuple[str | None, bool]:
+    tagged = extract_answer(out.text)
+    if tagged is not None:
+        return tagged, True
+    return untagged_answer(tokenizer.decode(out.token_ids, skip_special_tokens=True)), False
 
 
 def _single_turn(method: str, records: list[QARecord], backend: Any, tokenizer: Any, engine: SearchEngine | None,
@@ -111,12 +129,12 @@ def _single_turn(method: str, records: list[QARecord], backend: Any, tokenizer: 
     else:
         texts = [_TEMPLATES[method].format(question=r.question) for r in records]
     budget = cfg.answer_tokens if method in ("direct", "rag") else cfg.max_new_tokens
-    responses = _generate(backend, tokenizer, texts, budget, cfg)
     rows = []
-    for r, text, d in zip(records, responses, docs):
+    for r, out, d in zip(records, _generate(backend, tokenizer, texts, budget, cfg), docs):
+        answer, tagged = _answer(out, tokenizer)
         extra = {"documents": [x.to_dict() for x in d]} if method == "rag" else {}
-        rows.append(_row(method, r, extract_answer(text), text, turns=1, searches=int(method == "rag"),
-                         invalid=0, **extra))
+        rows.append(_row(method, r, answer, out.text, turns=1, searches=int(method == "rag"), invalid=0,
+                         tagged=tagged, **extra))
     return rows
 
 
@@ -128,15 +146,16 @@ def _search_agent(records: list[QARecord], backend: Any, tokenizer: Any, engine:
                          prompt_overflow="truncate_left")
     trajs = rollout(records, backend, tokenizer, engine, rcfg, seed=cfg.seed)
     return [_row("search-agent", r, t.answer, t.response, turns=t.turns, searches=t.searches,
-                 invalid=t.invalid_actions, queries=t.queries, end=t.end, truncation=t.truncation)
+                 invalid=t.invalid_actions, tagged=t.answer is not None, queries=t.queries, end=t.end,
+                 truncation=t.truncation)
             for r, t in zip(records, trajs)]
 
 
 def _row(method: str, r: QARecord, answer: str | None, response: str, *, turns: int, searches: int, invalid: int,
-         **extra: Any) -> dict[str, Any]:
+         tagged: bool, **extra: Any) -> dict[str, Any]:
     return {"method": method, "dataset": r.data_source, "id": r.id, "question": r.question,
             "golden_answers": r.golden_answers, "prediction": answer, **answer_metrics(answer, r.golden_answers),
-            "turns": turns, "searches": searches, "invalid_actions": invalid,
+            "turns": turns, "searches": searches, "invalid_actions": invalid, "tagged": tagged,
             "answer_words": len(answer.split()) if answer else 0, "response": response, **extra}
 
 
@@ -219,7 +238,7 @@ def _drop_partial_tail(path: Path) -> None:
 
 # --- tables ----------------------------------------------------------------------------------------------
 
-METRICS = ("em", "cover_em", "f1", "turns", "searches", "invalid_rate", "answer_words")
+METRICS = ("em", "cover_em", "f1", "tagged", "turns", "searches", "invalid_rate", "answer_words")
 
 
 def summarize(rows: list[dict[str, Any]], methods: Sequence[str], datasets: Sequence[str]) -> dict[str, Any]:
@@ -235,7 +254,8 @@ def summarize(rows: list[dict[str, Any]], methods: Sequence[str], datasets: Sequ
             n = len(rs)
             actions = sum(r["invalid_actions"] + r["searches"] for r in rs) + sum(r["prediction"] is not None for r in rs)
             per[ds] = {"n": n, "em": _mean(r["em"] for r in rs), "cover_em": _mean(r["cover_em"] for r in rs),
-                       "f1": _mean(r["f1"] for r in rs), "turns": _mean(r["turns"] for r in rs),
+                       "f1": _mean(r["f1"] for r in rs), "tagged": _mean(r["tagged"] for r in rs),
+                       "turns": _mean(r["turns"] for r in rs),
                        "searches": _mean(r["searches"] for r in rs),
                        "invalid_rate": sum(r["invalid_actions"] for r in rs) / max(actions, 1),
                        "answer_words": _mean(r["answer_words"] for r in rs)}
@@ -265,11 +285,12 @@ def markdown_table(summary: dict[str, Any], metric: str = "em") -> str:
         lines.append(f"| {m} | {' | '.join(cells)} |")
     lines += ["", f"{metric.upper()} x 100 per dataset; avg = macro average. n per dataset: "
               + ", ".join(f"{c} {next((p[c]['n'] for p in summary.values() if c in p), 0)}" for c in cols[:-1]), "",
-              "| method | cover-EM | F1 | turns | searches | invalid actions | answer words |", "|---" * 7 + "|"]
+              "| method | cover-EM | F1 | tagged answers | turns | searches | invalid actions | answer words |",
+              "|---" * 8 + "|"]
     for m, per in summary.items():
         a = per.get("avg")
         if a:
-            lines.append(f"| {m} | {100 * a['cover_em']:.1f} | {100 * a['f1']:.1f} | {a['turns']:.2f} | "
+            lines.append(f"| {m} | {100 * a['cover_em']:.1f} | {100 * a['f1']:.1f} | {100 * a['tagged']:.0f}% | {a['turns']:.2f} | "
                          f"{a['searches']:.2f} | {100 * a['invalid_rate']:.1f}% | {a['answer_words']:.1f} |")
     return "\n".join(lines)
 
