@@ -1,6 +1,7 @@
-"""Simulation tuning, stage by stage: collect (labels, recorded documents, resume, refusal of simulators),
-build-sft (pairs, de-duplication, conflicts, balance, the served prompt, bad input), sft-simulator (a
-tuned model loads as a simulator) and judge-simulator (the metric arithmetic, on fakes)."""
+"""Simulation tuning, stage by stage: collect (labels by EM and F1, recorded documents, resume to the very
+file of an uninterrupted run, refusal of simulators), build-sft (pairs, de-duplication, conflicts, balance,
+the prompt the SFT-mode simulator is served, bad input), sft-simulator (full and LoRA results load as
+simulators) and judge-simulator (the metric arithmetic on fakes, trajectory queries, the command's files)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import pytest
 from zerosearch.cli import main
 from zerosearch.data import QARecord, write_qa
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch.engines.sim_backends import Generation
 from zerosearch.engines.sim_prompts import render_sim_prompt
+from zerosearch.engines.simulated import SimulatedEngine
 from zerosearch.generation import GenOutput
 from zerosearch.io import read_jsonl
 from zerosearch.rollout import RolloutConfig
 from zerosearch.simulator.build_sft import build_sft, read_trajectories
 from zerosearch.simulator.collect import collect
-from zerosearch.simulator.judge import judge, markdown
+from zerosearch.simulator.judge import judge, markdown, with_queries
 
 RECORDS = [QARecord(id=f"q{i}", question=f"Who founded town {i}?", golden_answers=[f"Founder {i}"], data_source="t")
            for i in range(4)]
@@ -55,7 +58,8 @@ class FakeEngine(SearchEngine):
 
     def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
         self.calls += 1
-        return [[Document(title="T", text=f"doc {i} on {r.query}", source="fake") for i in range(r.k)] for r in requests]
+        return [[Document(title="T", text=f"doc {i} on {r.query}", source="fake") for i in range(r.k)]
+                for r in requests]
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +78,35 @@ def test_collect_labels_trajectories_and_records_the_documents(tok: Any, tmp_pat
     assert len(rows) == 8 and counts["trajectories"] == 8 and counts["questions"] == 4
     assert [r["label"] for r in rows if r["id"] == "q1"] == ["positive", "positive"]
     assert counts["positive"] == 2 and counts["negative"] == 6
+    # "Founder 1" against "Founder 0": F1 0.5, so by F1 every trajectory is positive at 0.5 and none but q1's at 0.6
+    for threshold, positive in ((0.5, 8), (0.6, 2)):
+        f1 = collect(RECORDS, ScriptedPolicy(tok), tok, FakeEngine(), CFG, tmp_path / f"f1-{threshold}.jsonl",
+                     label_by="f1", threshold=threshold)
+        assert f1["positive"] == positive
     s = rows[0]["searches"]
     assert s[0]["query"] == "Who founded town 0?" and [d["text"] for d in s[0]["documents"]] == \
         ["doc 0 on Who founded town 0?", "doc 1 on Who founded town 0?"]
 
 
-def test_collect_resumes_to_the_same_file(tok: Any, tmp_path: Path) -> None:
-    collect(RECORDS, ScriptedPolicy(tok), tok, FakeEngine(), CFG, tmp_path / "whole.jsonl", chunk=1)
+class SeededPolicy(ScriptedPolicy):
+    """Answers with the sampling seed and the batch size: any change in how questions are chunked or
+    seeded on a rerun shows in the file."""
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, stop_strings: Sequence[str], temperature: float,
+                 top_p: float, seed: int) -> list[GenOutput]:
+        outs = super().generate(prompts, max_new_tokens, stop_strings, temperature, top_p, seed)
+        for o in outs:
+            if o.text.startswith("<answer>"):
+                o.token_ids = self.tok(f"<answer> {seed} {len(prompts)} </answer>", add_special_tokens=False).input_ids
+                o.text = self.tok.decode(o.token_ids)
+        return outs
+
+
+@pytest.mark.parametrize("chunk, cut", [(1, (4, 5)), (2, (4, 6))])
+def test_collect_resumes_to_the_same_file(tok: Any, tmp_path: Path, chunk: int, cut: tuple[int, int]) -> None:
+    """Crash after the first two questions, then a half-written next chunk (whole lines, then a cut one):
+    the rerun redoes that chunk whole, with its own seed and batch, and the file is the uninterrupted one."""
+    collect(RECORDS, SeededPolicy(tok), tok, FakeEngine(), CFG, tmp_path / "whole.jsonl", chunk=chunk)
 
     class Crash(Exception):
         pass
@@ -90,19 +116,26 @@ def test_collect_resumes_to_the_same_file(tok: Any, tmp_path: Path) -> None:
             raise Crash
     out = tmp_path / "crashed.jsonl"
     with pytest.raises(Crash):
-        collect(RECORDS, ScriptedPolicy(tok), tok, FakeEngine(), CFG, out, chunk=1, progress=crash)
+        collect(RECORDS, SeededPolicy(tok), tok, FakeEngine(), CFG, out, chunk=chunk, progress=crash)
     whole = (tmp_path / "whole.jsonl").read_text().splitlines(keepends=True)
-    with open(out, "a") as f:  # the next question half-written: one of its two samples, then a cut line
-        f.write(whole[4] + whole[5][:30])
+    assert len(set(whole)) == len(whole) == 8  # every sample differs, so a resampled one would show
+    with open(out, "a") as f:
+        f.write("".join(whole[cut[0]: cut[1]]) + whole[cut[1]][:30])
     engine = FakeEngine()
-    counts = collect(RECORDS, ScriptedPolicy(tok), tok, engine, CFG, out, chunk=1)
+    counts = collect(RECORDS, SeededPolicy(tok), tok, engine, CFG, out, chunk=chunk)
     assert out.read_text() == "".join(whole)
-    assert counts["new_questions"] == 2 and engine.calls == 2  # q2 (incomplete) and q3, one search turn each
+    assert counts["new_questions"] == 2 and engine.calls == 2 // chunk  # q2 and q3, one search turn per chunk
+    assert collect(RECORDS, SeededPolicy(tok), tok, engine, CFG, out, chunk=chunk)["new_questions"] == 0
+    assert engine.calls == 2 // chunk  # a finished file: nothing is redone
 
 
-def test_collect_refuses_a_simulator(tok: Any, tmp_path: Path) -> None:
+def test_collect_refuses_a_simulator(tok: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="needs a real engine"):
         collect(RECORDS, ScriptedPolicy(tok), tok, FakeEngine(sees_gold=True), CFG, tmp_path / "t.jsonl")
+    assert main(["collect", "--engine", "simulated", "--model", "tiny-random", "--data", "x.jsonl",
+                 "--out", str(tmp_path / "t.jsonl")]) == 2
+    assert "needs a real engine" in capsys.readouterr().err
+    assert not (tmp_path / "t.jsonl").exists()
 
 
 def _traj(id_: str, label: str, *queries_docs: tuple[str, list[str]]) -> dict[str, Any]:
@@ -117,16 +150,53 @@ def test_build_sft_pairs_dedup_conflicts_and_balance() -> None:
         _traj("a", "positive", ("Alpha  query.", ["d1"])),  # the same query once normalised: a duplicate
         _traj("a", "negative", ("beta", ["d4"])),  # beta is useful and noisy for question a: dropped
         _traj("b", "negative", ("gamma", ["d5"]), ("delta", [])),  # delta has no documents: skipped
-        _traj("c", "negative", ("eps", ["d6"])),
+        _traj("c", "negative", ("eps", ["d6\n\n  more of d6"])),  # one paragraph in the simulator's format
+        _traj("c", "negative", ("zeta", ["see Doc 2: d7"])),  # would parse as two documents: skipped
     ]
     examples, counts = build_sft(trajs)
-    assert counts == {"pairs_seen": 7, "skipped_empty": 1, "duplicates": 1, "conflicts_dropped": 2,
-                      "useful": 1, "noisy": 2, "written": 3}
+    assert counts == {"pairs_seen": 8, "skipped_empty": 1, "skipped_unparseable": 1, "duplicates": 1,
+                      "conflicts_dropped": 2, "useful": 1, "noisy": 2, "written": 3}
     useful = next(e for e in examples if e["mode"] == "useful")
     assert useful["prompt"] == render_sim_prompt("alpha query", 2, "useful", "Question a?", "Answer a", family="sft")
     assert useful["segments"] == [["Doc 1:", False], [" d1\nDoc 2: d2", True]]
+    eps = next(e for e in examples if "Query: eps" in e["prompt"])
+    assert eps["segments"][1] == [" d6 more of d6", True] and "Noisy Output:" in eps["prompt"]
+    assert sorted(e["mode"] for e in examples) == ["noisy", "noisy", "useful"]
     balanced, counts = build_sft(trajs, balance=True, seed=1)
     assert counts["useful"] == counts["noisy"] == 1 and len(balanced) == 2
+
+
+class EchoBackend:
+    """A simulator backend that records its prompts and writes back a fixed completion."""
+
+    def __init__(self, completion: str):
+        self.completion = completion
+        self.prompts: list[tuple[str, str]] = []
+
+    def identity(self) -> str:
+        return "echo"
+
+    def generate(self, prompts: Sequence[str], stop: Sequence[str] = (), prefix: str = "") -> list[Generation]:
+        self.prompts += [(p, prefix) for p in prompts]
+        return [Generation(prefix + self.completion, "stop") for _ in prompts]
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_build_sft_example_is_what_the_sft_mode_simulator_is_served() -> None:
+    """The served (prompt, reply prefix) equals the example's (prompt, first segment), and the example's
+    completion, written by the simulator, parses back into the collected documents."""
+    [ex], _ = build_sft([_traj("a", "negative", (" alpha query ", ["first doc.", "second doc."]))], words=20)
+    backend = EchoBackend(ex["segments"][1][0])
+    engine = SimulatedEngine(backend, k=5, sim_mode="sft", doc_words=20, leak_guard="off")
+    [docs] = engine.search([SearchRequest("alpha query", k=2, question="Question a?", golden_answers=["Answer a"],
+                                         mode="noisy")])
+    assert backend.prompts == [(ex["prompt"], ex["segments"][0][0])]
+    assert [d.text for d in docs] == ["first doc.", "second doc."] and not docs[0].meta["repairs"]
 
 
 def test_build_sft_bad_input_names_file_line_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,11 +206,21 @@ def test_build_sft_bad_input_names_file_line_and_field(tmp_path: Path, capsys: p
     with pytest.raises(ValueError, match=r"t.jsonl:2: field 'label' must be"):
         read_trajectories(bad)
     assert main(["build-sft", str(bad), "--out", str(tmp_path / "s.jsonl")]) == 2
-    assert "t.jsonl:2" in capsys.readouterr().err
+    assert "t.jsonl:2: field 'label'" in capsys.readouterr().err
     assert not (tmp_path / "s.jsonl").exists()
+    no_text = {**rows[0], "searches": [{"query": "q", "documents": [{"title": "t"}]}]}
+    for line, match in [(json.dumps({**rows[0], "golden_answers": None}), r"t.jsonl:2: field 'golden_answers' missing"),
+                        (json.dumps(no_text), r"t.jsonl:2: field 'searches\[0\].documents'"),
+                        ('{"id": "b", "question": ', r"t.jsonl:2: invalid JSON")]:
+        bad.write_text(json.dumps(rows[0]) + "\n" + line + "\n")
+        with pytest.raises(ValueError, match=match):
+            read_trajectories(bad)
+    assert main(["build-sft", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "s.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
 
 
-def test_sft_simulator_result_serves_as_a_simulator(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lora_r", [0, 2])
+def test_sft_simulator_result_serves_as_a_simulator(tmp_path: Path, lora_r: int) -> None:
     from zerosearch.engines import EngineConfig, build_engine
 
     trajs = tmp_path / "t.jsonl"
@@ -148,7 +228,7 @@ def test_sft_simulator_result_serves_as_a_simulator(tmp_path: Path) -> None:
                              for i, lab in (("a", "positive"), ("b", "negative"))))
     assert main(["build-sft", str(trajs), "--out", str(tmp_path / "s.jsonl")]) == 0
     assert main(["sft-simulator", "--base", "tiny-random", "--data", str(tmp_path / "s.jsonl"), "--out",
-                 str(tmp_path / "sim"), "--steps", "2", "--batch-size", "2"]) == 0
+                 str(tmp_path / "sim"), "--steps", "2", "--batch-size", "2", "--lora-r", str(lora_r)]) == 0
     assert len(read_jsonl(tmp_path / "sim" / "loss.jsonl")) == 2
     cfg = EngineConfig(name="simulated", model=str(tmp_path / "sim" / "final"), sim_mode="sft", k=2, max_new_tokens=8)
     with build_engine(cfg) as sim:
@@ -172,37 +252,81 @@ class HalfReal(SearchEngine):
     name = "half-real"
 
     def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
-        return [[Document("", f"Town {r.row_id[1]} was founded by Founder {r.row_id[1]}." if int(r.row_id[1]) % 2 else "x",
-                          "real")] * r.k for r in requests]
+        texts = {r.row_id: f"Town {r.row_id[1]} was founded by Founder {r.row_id[1]}." for r in requests}
+        return [[Document("", texts[r.row_id] if int(r.row_id[1]) % 2 else "x", "real")] * r.k for r in requests]
 
 
-def test_judge_metric_arithmetic(tmp_path: Path) -> None:
-    from zerosearch.generation import HFBackend
-    from zerosearch.models import load
+class ReaderFromDocs:
+    """A reader that answers with the first "Founder N" in its documents, else "unknown"."""
 
-    model, tok = load("tiny-random")
-    result = judge(RECORDS, {"fake": FakeSim()}, HalfReal(), HFBackend(model.eval(), tok), tok, k=2)
+    def __init__(self, tok: Any):
+        self.tok = tok
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, stop_strings: Sequence[str], temperature: float,
+                 top_p: float, seed: int) -> list[GenOutput]:
+        outs = []
+        for p in prompts:
+            docs = self.tok.decode(p).split("Documents:")[1].split("Question:")[0]
+            m = re.search(r"Founder \d+", docs)
+            ids = self.tok(f"<answer> {m.group(0) if m else 'unknown'} </answer>", add_special_tokens=False).input_ids
+            outs.append(GenOutput(ids, self.tok.decode(ids), "stop"))
+        return outs
+
+
+def test_judge_metric_arithmetic(tok: Any) -> None:
+    result = judge(RECORDS, {"fake": FakeSim()}, HalfReal(), ReaderFromDocs(tok), tok, k=2)
     rows = result["rows"]
     assert list(rows) == ["fake useful", "fake noisy", "fake gap", "real"]
-    assert rows["fake useful"]["answer_in_docs"] == 1.0 and rows["fake noisy"]["answer_in_docs"] == 0.0
-    assert rows["fake gap"]["answer_in_docs"] == 1.0 and rows["real"]["answer_in_docs"] == 0.5
-    assert rows["fake useful"]["complete"] == 1.0 and rows["fake noisy"]["complete"] == 0.0
-    assert 0.0 <= rows["real"]["reader_em"] <= 1.0
+    assert rows["fake useful"] == {"answer_in_docs": 1.0, "reader_em": 1.0, "reader_f1": 1.0, "complete": 1.0}
+    assert rows["fake noisy"] == {"answer_in_docs": 0.0, "reader_em": 0.0, "reader_f1": 0.0, "complete": 0.0}
+    assert rows["fake gap"] == {"answer_in_docs": 1.0, "reader_em": 1.0, "reader_f1": 1.0, "complete": 1.0}
+    assert rows["real"] == {"answer_in_docs": 0.5, "reader_em": 0.5, "reader_f1": 0.5, "complete": 1.0}
     table = markdown(result)
-    assert "| fake gap | +100.0 |" in table and "| real | 50.0 |" in table
+    assert "| fake gap | +100.0 | +100.0 | +100.0 | +100.0 |" in table
+    assert "| real | 50.0 | 50.0 | 50.0 | 100.0 |" in table
     assert result["examples"][0]["fake useful"] == ["It was Founder 0.", "It was Founder 0."]
+    assert (result["questions"], result["queries"]) == (4, 4)
+
+
+def test_judge_adds_the_queries_of_trajectories(tmp_path: Path) -> None:
+    trajs = tmp_path / "t.jsonl"
+    rows = [_traj("q1", "positive", ("town 1 founder", ["d"]), ("Who founded town 1", ["d"])),  # = the question
+            _traj("q1", "negative", ("Town 1 founder.", ["d"]), ("town one", [])),
+            _traj("zz", "positive", ("x", ["d"]))]
+    trajs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records, queries = with_queries(RECORDS[:2], trajs)
+    assert [r.id for r in records] == ["q0", "q1", "q1", "q1"]
+    assert queries == ["Who founded town 0?", "Who founded town 1?", "town 1 founder", "town one"]
+    trajs.write_text(json.dumps(rows[-1]) + "\n")
+    with pytest.raises(ValueError, match="no question id in common"):
+        with_queries(RECORDS[:2], trajs)
 
 
 def test_judge_simulator_command(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": str(i), "contents": f'"Town {i}"\nTown {i} was founded by Founder {i}.'})
-                              + "\n" for i in range(4)))
+    docs = [{"id": str(i), "contents": f'"Town {i}"\nTown {i} was founded by Founder {i}.'} for i in range(4)]
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
     write_qa(tmp_path / "dev.jsonl", RECORDS)
-    assert main(["judge-simulator", "--sim", "tiny-random@sft", "--sim", "tiny-random@prompt", "--data",
-                 str(tmp_path / "dev.jsonl"), "--reader", "tiny-random", "--limit", "2", "--corpus", str(corpus),
-                 "--k", "2", "--max-new-tokens", "8", "--out", str(tmp_path / "j")]) == 0
+    trajs = tmp_path / "t.jsonl"
+    trajs.write_text(json.dumps(_traj("q0", "positive", ("town 0", ["d"]))) + "\n")
+    assert main(["judge-simulator", "--sim", "tiny-random@sft", "--sim", "tiny-random", "--sim-mode", "prompt",
+                 "--data", str(tmp_path / "dev.jsonl"), "--queries", str(trajs), "--reader", "tiny-random", "--limit",
+                 "2", "--corpus", str(corpus), "--k", "2", "--max-new-tokens", "8", "--out", str(tmp_path / "j")]) == 0
     table = (tmp_path / "j" / "judge.md").read_text()
-    for row in ("tiny-random@sft useful", "tiny-random@prompt gap", "real"):
-        assert f"| {row} |" in table
-    assert json.loads((tmp_path / "j" / "judge.json").read_text())["questions"] == 2
-    assert len(read_jsonl(tmp_path / "j" / "examples.jsonl")) == 2
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines()[2:] if line.startswith("|")]
+    assert rows == [f"tiny-random@{m} {r}" for m in ("sft", "prompt") for r in ("useful", "noisy", "gap")] + ["real"]
+    assert "3 queries about 2 questions, k = 2" in table
+    result = json.loads((tmp_path / "j" / "judge.json").read_text())
+    assert (result["questions"], result["queries"]) == (2, 3)
+    assert result["config"]["sims"]["tiny-random@prompt"]["sim_mode"] == "prompt"
+    assert result["config"]["real_engine"]["name"] == "bm25"
+    examples = read_jsonl(tmp_path / "j" / "examples.jsonl")
+    assert len(examples) == 3 and [e["query"] for e in examples[:2]] == ["Who founded town 0?", "town 0"]
+
+
+def test_judge_simulator_refuses_a_simulator_as_the_real_engine(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["judge-simulator", "--sim", "tiny-random", "--engine", "simulated", "--out", str(tmp_path)]) == 2
+    assert "names the real engine" in capsys.readouterr().err
+    assert main(["judge-simulator", "--sim", "m@sft", "--sim", "m", "--out", str(tmp_path)]) == 2
+    assert "given twice" in capsys.readouterr().err

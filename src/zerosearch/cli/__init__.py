@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("zerosearch.cli.collect", "simulation tuning 1: search trajectories against a real engine, labelled"),
     "build-sft": ("zerosearch.cli.build_sft", "simulation tuning 2: the simulator's SFT set from trajectories"),
     "sft-simulator": ("zerosearch.cli.sft_simulator", "simulation tuning 3: fine-tune the simulation LLM"),
-    "judge-simulator": ("zerosearch.cli.judge_simulator", "simulation tuning 4: measure a simulator (useful vs noisy vs real)"),
+    "judge-simulator": ("zerosearch.cli.judge_simulator", "simulation tuning 4: score a simulator, useful vs noisy"),
     "eval": ("zerosearch.cli.eval", "evaluate a model (direct, cot, r1, rag, search-agent) on QA sets: EM tables"),
     "ask": ("zerosearch.cli.ask", "run the search agent on one question and show its trajectory"),
     "compare": ("zerosearch.cli.compare", "one table from several evaluation results, with differences"),

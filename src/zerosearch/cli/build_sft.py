@@ -10,7 +10,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="SFT examples JSONL (zerosearch sft-simulator --data)")
     p.add_argument("--balance", action="store_true", help="down-sample the larger label to the smaller")
     p.add_argument("--max-per-label", type=int, help="at most N useful and N noisy examples")
-    p.add_argument("--doc-words", type=int, default=30, help="words per document stated in the prompt (serve with the same)")
+    p.add_argument("--doc-words", type=int, default=30,
+                   help="words per document stated in the prompt (serve with the same --doc-words)")
     p.add_argument("--seed", type=int, default=0)
 
 

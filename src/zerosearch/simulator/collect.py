@@ -5,14 +5,16 @@ that answered correctly are examples of *useful* results, those of trajectories 
 of *noisy* ones. Each trajectory is stored whole (response, answer, metrics, label) with the documents
 every search returned, recorded by a thin wrapper around the engine since the rollout keeps only queries.
 
-Questions are processed in chunks and appended (fsynced) as they finish; a rerun keeps the questions
-stored with all their samples and redoes the rest, so an interrupted collection continues where it
-stopped (interrupted between chunks, it ends with the very file an uninterrupted run writes). Put the engine behind `--cache` and a
-rerun costs no new engine calls.
+Questions are processed in fixed chunks and each chunk's trajectories are appended (fsynced) when it
+finishes. A chunk is the unit of sampling (its batch and its seed decide every sample in it), so it is
+also the unit of resume: a rerun keeps the chunks whose questions are all stored with all their samples
+and redoes every other chunk whole, so an interrupted collection ends with the very file an
+uninterrupted run writes. Put the engine behind `--cache` and a rerun costs no new engine calls.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +27,10 @@ from zerosearch.rollout import RolloutConfig, rollout
 
 
 class RecordingEngine(SearchEngine):
-    """Passes searches through and remembers the documents per (row_id, query)."""
+    """Passes searches through and remembers the documents per (row_id, query).
+
+    The n samples of a question share its row_id, so a query two samples both asked is stored once: a
+    real engine returns the same documents for it (and the cache guarantees it)."""
 
     def __init__(self, engine: SearchEngine):
         self.engine, self.name = engine, engine.name
@@ -48,25 +53,39 @@ def label(metrics: dict[str, float], by: str, threshold: float) -> str:
     return "positive" if metrics[by] >= (1.0 if by == "em" else threshold) else "negative"
 
 
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def collect(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: SearchEngine, cfg: RolloutConfig,
             out: str | Path, *, label_by: str = "em", threshold: float = 0.5, chunk: int = 16, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """Append one JSON line per trajectory to `out`; returns counts over the whole file."""
-    if engine.sees_gold_answers:
+    if engine.sees_gold_answers or engine.name == "simulated":
         raise ValueError(f"collection needs a real engine; {engine.identity()!r} is a simulator")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    repeated = [i for i, n in Counter(r.id for r in records).items() if n > 1]
+    if repeated:  # the file is keyed by question id
+        raise ValueError(f"question ids must be unique; repeated: {', '.join(repeated[:5])}")
     out = Path(out)
     rows = read_jsonl(out, tolerate_partial_tail=True) if out.exists() else []
-    per_question = Counter(row["id"] for row in rows)
-    done = {q for q, n in per_question.items() if n >= cfg.n}
-    if len(done) < len(per_question) or (out.exists() and not out.read_bytes().endswith(b"\n")):
-        # An interrupted chunk: keep only whole questions (the others are redone), atomically.
-        atomic_write_jsonl(out, [row for row in rows if row["id"] in done])
-    todo = [r for r in records if r.id not in done]
+    stored = Counter(row["id"] for row in rows)
+    chunks = [(b, list(records[b: b + chunk])) for b in range(0, len(records), chunk)]
+    todo = [(b, part) for b, part in chunks if any(stored[r.id] < cfg.n for r in part)]
+    redo = {r.id for _, part in todo for r in part}
+    if any(row["id"] in redo for row in rows) or (out.exists() and _ends_mid_line(out)):
+        # An interrupted chunk: drop what it left (a cut line, some of its questions), atomically.
+        atomic_write_jsonl(out, [row for row in rows if row["id"] not in redo])
     recorder = RecordingEngine(engine)
-    for b in range(0, len(todo), chunk):
-        part = todo[b: b + chunk]
+    done = len(records) - len(redo)
+    for b, part in todo:
         # The chunk's position in the full list seeds it, so a resumed run samples what the first would have.
-        trajs = rollout(part, backend, tokenizer, recorder, cfg, seed=seed * 100_003 + records.index(part[0]))
+        trajs = rollout(part, backend, tokenizer, recorder, cfg, seed=seed * 100_003 + b)
         for t in trajs:
             append_jsonl(out, {
                 "id": t.row_id, "sample": t.sample, "question": t.question, "golden_answers": t.golden_answers,
@@ -75,9 +94,10 @@ def collect(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: S
                 "searches": [{"query": q, "documents": [d.to_dict() for d in recorder.seen[(t.row_id, q)]]}
                              for q in t.queries]})
         recorder.seen.clear()
+        done += len(part)
         if progress:
-            progress(len(done) + b + len(part), len(done) + len(todo))
+            progress(done, len(records))
     rows = read_jsonl(out) if out.exists() else []
     return {"trajectories": len(rows), "positive": sum(r["label"] == "positive" for r in rows),
             "negative": sum(r["label"] == "negative" for r in rows), "searches": sum(len(r["searches"]) for r in rows),
-            "questions": len({r["id"] for r in rows}), "new_questions": len(todo)}
+            "questions": len({r["id"] for r in rows}), "new_questions": len(redo)}
