@@ -67,7 +67,8 @@ class Stages:
         self._name, self._start = name, time.perf_counter()
         i = list(self.weights).index(name) + 1
         elapsed = time.perf_counter() - self.t0
-        eta = "" if not self.done else f", about {elapsed / self.done * (1 - self.done) / 60:.0f} min to go"
+        # Extrapolate only once a real share of the work is done; the first stages are too short to tell.
+        eta = "" if self.done < 0.2 else f", about {elapsed / self.done * (1 - self.done) / 60:.0f} min to go"
         print(f"\n[{i}/{len(self.weights)}] {name}: {what}  ({elapsed / 60:.1f} min elapsed{eta})", flush=True)
 
     def _finish(self) -> None:
