@@ -166,6 +166,18 @@ def test_build_sft_pairs_dedup_conflicts_and_balance() -> None:
     assert counts["useful"] == counts["noisy"] == 1 and len(balanced) == 2
 
 
+def test_build_sft_can_label_by_the_documents() -> None:
+    trajs = [_traj("a", "negative", ("q1", ["It was Answer a, they say."])),  # failed, but the docs answer it
+             _traj("b", "positive", ("q2", ["Nothing here."])),  # succeeded without the docs holding it
+             _traj("c", "negative", ("q3", ["the ALIAS, of course"]))]  # any gold string counts, normalised
+    examples, counts = build_sft(trajs, label_by="docs")
+    modes = {e["prompt"].split("Query: ")[1].split("\n")[0]: e["mode"] for e in examples}
+    assert modes == {"q1": "useful", "q2": "noisy", "q3": "useful"}
+    assert counts["useful"] == 2 and counts["noisy"] == 1
+    with pytest.raises(ValueError, match="label_by"):
+        build_sft(trajs, label_by="judge")
+
+
 class EchoBackend:
     """A simulator backend that records its prompts and writes back a fixed completion."""
 

@@ -23,7 +23,7 @@ from typing import Any
 from zerosearch.engines.sim_prompts import parse_documents, prompt_answer, render_documents, render_sim_prompt
 from zerosearch.engines.simulated import REPLY_PREFIX
 from zerosearch.io import read_jsonl
-from zerosearch.reward import normalize_answer
+from zerosearch.reward import cover_exact_match, normalize_answer
 
 _FIELDS = {"id": str, "question": str, "golden_answers": list, "label": str, "searches": list}
 
@@ -59,9 +59,15 @@ def example(question: str, answer: str, query: str, docs: list[str], mode: str, 
 
 
 def build_sft(trajectories: list[dict[str, Any]], *, balance: bool = False, max_per_label: int | None = None,
-              words: int = 30, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, int]]:
+              words: int = 30, seed: int = 0, label_by: str = "outcome") -> tuple[list[dict[str, Any]], dict[str, int]]:
     """(SFT examples, counts): pairs_seen, skipped_empty, skipped_unparseable, duplicates, conflicts_dropped
-    (pairs of a query labelled both ways), useful, noisy, written."""
+    (pairs of a query labelled both ways), useful, noisy, written.
+
+    `label_by="outcome"` (the paper): useful iff the trajectory answered correctly. `label_by="docs"`: useful
+    iff the documents themselves contain a gold answer; measured on the synthetic world, half of the failed
+    trajectories had the answer in their documents, which makes outcome labels noisy for a weak policy."""
+    if label_by not in ("outcome", "docs"):
+        raise ValueError(f"label_by must be 'outcome' or 'docs', got {label_by!r}")
     if max_per_label is not None and max_per_label < 1:
         raise ValueError(f"max_per_label must be >= 1, got {max_per_label}")
     counts: Counter[str] = Counter(pairs_seen=0, skipped_empty=0, skipped_unparseable=0, duplicates=0)
@@ -77,6 +83,8 @@ def build_sft(trajectories: list[dict[str, Any]], *, balance: bool = False, max_
             if not docs or answer is None or not s["query"].strip():
                 counts["skipped_empty"] += 1
                 continue
+            if label_by == "docs":
+                mode = "useful" if cover_exact_match(" ".join(docs), t["golden_answers"]) else "noisy"
             key = (t["id"], normalize_answer(s["query"]), mode)
             if key in pairs:
                 counts["duplicates"] += 1

@@ -22,14 +22,13 @@ from typing import Any
 
 from zerosearch.data import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.reward import answer_metrics, normalize_answer
+from zerosearch.reward import answer_metrics, cover_exact_match, normalize_answer
 
 COLUMNS = ("answer_in_docs", "reader_em", "reader_f1", "complete")
 
 
 def answer_in_docs(docs: list[Document], golds: Sequence[str]) -> float:
-    text = f" {normalize_answer(' '.join(d.text for d in docs))} "
-    return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in text for g in golds))
+    return cover_exact_match(" ".join(d.text for d in docs), golds)
 
 
 def with_queries(records: Sequence[QARecord], trajectories: str | Path | None = None
