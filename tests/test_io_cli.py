@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from zerosearch.cli import COMMANDS, main
-from zerosearch.io import append_jsonl, atomic_path, atomic_write_jsonl, atomic_write_text, read_jsonl
+from zerosearch.io import append_jsonl, atomic_path, atomic_write_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
 
 
 def test_atomic_write_keeps_old_file_on_crash(tmp_path):
@@ -64,3 +64,19 @@ def test_import_is_light():
             "print(json.dumps([m for m in ('torch', 'transformers') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_truncate_jsonl_keeps_accepted_rows_and_drops_a_cut_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    assert truncate_jsonl(path) == []
+    for step in (1, 2, 3):
+        append_jsonl(path, {"step": step})
+    before = path.stat().st_mtime_ns
+    assert truncate_jsonl(path) == [{"step": 1}, {"step": 2}, {"step": 3}]
+    assert path.stat().st_mtime_ns == before  # nothing to drop: the file is left alone
+    with open(path, "a") as f:
+        f.write('{"step": 4, "rew')  # an append cut short by a crash
+    assert truncate_jsonl(path, keep=lambda r: r["step"] <= 2) == [{"step": 1}, {"step": 2}]
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+    append_jsonl(path, {"step": 3})
+    assert read_jsonl(path)[-1] == {"step": 3}

@@ -33,7 +33,7 @@ from typing import Any
 
 from zerosearch.data import QARecord, data_hash
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
-from zerosearch.io import append_jsonl, atomic_write_text, read_jsonl
+from zerosearch.io import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
 from zerosearch.prompts import COT, DIRECT, R1, RAG, render_prompt
 from zerosearch.reward import answer_metrics, extract_answer
 from zerosearch.rollout import RolloutConfig, rollout
@@ -187,10 +187,7 @@ def run_eval(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: 
     _check_or_write_header(out / "eval.json", header)
 
     pred_path = out / "predictions.jsonl"
-    done = {_key(p["method"], p["dataset"], p["id"]) for p in
-            (read_jsonl(pred_path, tolerate_partial_tail=True) if pred_path.exists() else [])}
-    if pred_path.exists():
-        _drop_partial_tail(pred_path)
+    done = {_key(p["method"], p["dataset"], p["id"]) for p in truncate_jsonl(pred_path)}
     total = len(records) * len(cfg.methods)
     finished = sum(_key(m, r.data_source, r.id) in done for m in cfg.methods for r in records)
     t0 = time.perf_counter()
@@ -226,14 +223,6 @@ def _check_or_write_header(path: Path, header: dict[str, Any]) -> None:
                              "another --out (nothing is overwritten)")
         return
     atomic_write_text(path, json.dumps(header, indent=2, ensure_ascii=False) + "\n")
-
-
-def _drop_partial_tail(path: Path) -> None:
-    """An interrupted append may leave half a line; cut it so the next append starts on a fresh line."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 # --- tables ----------------------------------------------------------------------------------------------

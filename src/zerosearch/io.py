@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,26 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_partial_tail: bool = False) 
             raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
     return rows
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[dict[str, Any]], bool] = lambda row: True
+                   ) -> list[dict[str, Any]]:
+    """Resume an append-only JSONL after a crash: return the rows `keep` accepts and, if anything else is
+    there (rows it rejects, a line cut short by the crash), rewrite the file atomically to exactly those
+    rows, so the next append continues a clean file. A missing file gives []."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = read_jsonl(path, tolerate_partial_tail=True)
+    kept = [row for row in rows if keep(row)]
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+        cut_tail = size > 0 and f.read(1) != b"\n"
+    if len(kept) < len(rows) or cut_tail:
+        atomic_write_jsonl(path, kept)
+    return kept
 
 
 def cache_dir(*parts: str) -> Path:

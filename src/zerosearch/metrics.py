@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zerosearch.io import append_jsonl, atomic_write_jsonl, read_jsonl
+from zerosearch.io import append_jsonl, read_jsonl, truncate_jsonl
 
 
 class MetricsLogger:
@@ -19,10 +19,8 @@ class MetricsLogger:
         self.dir = Path(run_dir)
         self.metrics_path, self.samples_path = self.dir / "metrics.jsonl", self.dir / "samples.jsonl"
         if resume_step is not None:
-            for path in (self.metrics_path, self.samples_path):
-                if path.exists():  # a crash may have logged steps the checkpoint does not contain
-                    rows = read_jsonl(path, tolerate_partial_tail=True)
-                    atomic_write_jsonl(path, [r for r in rows if r.get("step", 0) <= resume_step])
+            for path in (self.metrics_path, self.samples_path):  # drop steps logged after the checkpoint
+                truncate_jsonl(path, keep=lambda row: row.get("step", 0) <= resume_step)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

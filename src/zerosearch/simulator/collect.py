@@ -14,7 +14,6 @@ uninterrupted run writes. Put the engine behind `--cache` and a rerun costs no n
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from zerosearch.data import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.io import append_jsonl, atomic_write_jsonl, read_jsonl
+from zerosearch.io import append_jsonl, read_jsonl, truncate_jsonl
 from zerosearch.rollout import RolloutConfig, rollout
 
 
@@ -53,14 +52,6 @@ def label(metrics: dict[str, float], by: str, threshold: float) -> str:
     return "positive" if metrics[by] >= (1.0 if by == "em" else threshold) else "negative"
 
 
-def _ends_mid_line(path: Path) -> bool:
-    with open(path, "rb") as f:
-        if f.seek(0, os.SEEK_END) == 0:
-            return False
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) != b"\n"
-
-
 def collect(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: SearchEngine, cfg: RolloutConfig,
             out: str | Path, *, label_by: str = "em", threshold: float = 0.5, chunk: int = 16, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
@@ -73,14 +64,11 @@ def collect(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: S
     if repeated:  # the file is keyed by question id
         raise ValueError(f"question ids must be unique; repeated: {', '.join(repeated[:5])}")
     out = Path(out)
-    rows = read_jsonl(out, tolerate_partial_tail=True) if out.exists() else []
-    stored = Counter(row["id"] for row in rows)
+    stored = Counter(row["id"] for row in truncate_jsonl(out))
     chunks = [(b, list(records[b: b + chunk])) for b in range(0, len(records), chunk)]
     todo = [(b, part) for b, part in chunks if any(stored[r.id] < cfg.n for r in part)]
     redo = {r.id for _, part in todo for r in part}
-    if any(row["id"] in redo for row in rows) or (out.exists() and _ends_mid_line(out)):
-        # An interrupted chunk: drop what it left (a cut line, some of its questions), atomically.
-        atomic_write_jsonl(out, [row for row in rows if row["id"] not in redo])
+    truncate_jsonl(out, keep=lambda row: row["id"] not in redo)  # what an interrupted chunk left behind
     recorder = RecordingEngine(engine)
     done = len(records) - len(redo)
     for b, part in todo:
