@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +30,31 @@ RECORDS = [QARecord(id=f"q{i}", question=f"Who founded town {i}?", golden_answer
            for i in range(4)]
 
 
-class ScriptedPolicy:
-    """Searches the question first; then answers "Founder 1" whatever was asked (right only for town 1).
-    (The instruction itself mentions <information> once; a second one is a search result.)"""
+class TextBackend:
+    """A generation backend whose reply is a function of the decoded prompt (tokenised like a real one)."""
 
-    def __init__(self, tok: Any):
-        self.tok = tok
+    def __init__(self, tok: Any, reply: Callable[[str], str]):
+        self.tok, self.reply = tok, reply
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, stop_strings: Sequence[str], temperature: float,
                  top_p: float, seed: int) -> list[GenOutput]:
         outs = []
         for p in prompts:
-            text = self.tok.decode(p)
-            q = re.search(r"Question: (.*?)\n", text).group(1)
-            reply = "<answer> Founder 1 </answer>" if text.count("<information>") > 1 else f"<search> {q} </search>"
-            ids = self.tok(reply, add_special_tokens=False).input_ids
+            ids = self.tok(self.reply(self.tok.decode(p)), add_special_tokens=False).input_ids
             outs.append(GenOutput(ids, self.tok.decode(ids), "stop"))
         return outs
+
+
+def _policy_reply(prompt: str) -> str:
+    """Search the question first; then answer "Founder 1" whatever was asked (right only for town 1).
+    (The instruction itself mentions <information> once; a second one is a search result.)"""
+    q = re.search(r"Question: (.*?)\n", prompt).group(1)
+    return "<answer> Founder 1 </answer>" if prompt.count("<information>") > 1 else f"<search> {q} </search>"
+
+
+class ScriptedPolicy(TextBackend):
+    def __init__(self, tok: Any):
+        super().__init__(tok, _policy_reply)
 
 
 class FakeEngine(SearchEngine):
@@ -268,21 +276,15 @@ class HalfReal(SearchEngine):
         return [[Document("", texts[r.row_id] if int(r.row_id[1]) % 2 else "x", "real")] * r.k for r in requests]
 
 
-class ReaderFromDocs:
+def _reader_reply(prompt: str) -> str:
     """A reader that answers with the first "Founder N" in its documents, else "unknown"."""
+    m = re.search(r"Founder \d+", prompt.split("Documents:")[1].split("Question:")[0])
+    return f"<answer> {m.group(0) if m else 'unknown'} </answer>"
 
+
+class ReaderFromDocs(TextBackend):
     def __init__(self, tok: Any):
-        self.tok = tok
-
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, stop_strings: Sequence[str], temperature: float,
-                 top_p: float, seed: int) -> list[GenOutput]:
-        outs = []
-        for p in prompts:
-            docs = self.tok.decode(p).split("Documents:")[1].split("Question:")[0]
-            m = re.search(r"Founder \d+", docs)
-            ids = self.tok(f"<answer> {m.group(0) if m else 'unknown'} </answer>", add_special_tokens=False).input_ids
-            outs.append(GenOutput(ids, self.tok.decode(ids), "stop"))
-        return outs
+        super().__init__(tok, _reader_reply)
 
 
 def test_judge_metric_arithmetic(tok: Any) -> None:
