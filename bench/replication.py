@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
     args = ap.parse_args()
 
+    from zerosearch.checkpoint import list_checkpoints
     from zerosearch.config import TrainConfig
     from zerosearch.data import load_qa, subsample
     from zerosearch.demo import DemoConfig, cold_start, grpo_config
@@ -76,14 +78,18 @@ def main() -> None:
     start = cold_start(dcfg, world, bm25)
     base = grpo_config(dcfg, start, world)
     base["train"]["samples_per_step"] = 0
+    base["train"]["save_every"] = 3  # an hour-long bench must survive being killed: resume from the last checkpoint
 
     policies = {"cold start": start}
     for arm in arms:
         cfg = TrainConfig.model_validate(arm_config(arm, base, world))
         run = out / arm
         if not (run / "final" / "config.json").is_file():
-            print(f"== train {arm} ({cfg.train.steps} steps)", flush=True)
-            train(cfg, run, resume=(run / "metrics.jsonl").exists(), progress=False)
+            resume = bool(list_checkpoints(run))
+            if run.exists() and not resume:  # killed before its first checkpoint: nothing to continue from
+                shutil.rmtree(run)
+            print(f"== train {arm} ({cfg.train.steps} steps{', resumed' if resume else ''})", flush=True)
+            train(cfg, run, resume=resume, progress=False)
         policies[arm] = str(run / "final")
 
     test = subsample(load_qa(world / "test.jsonl"), args.eval_size, args.seed)
