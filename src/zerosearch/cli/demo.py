@@ -13,8 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a smaller run (about 3 minutes): " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     p.add_argument("--model", default=d.model, help="policy and simulator model (default: %(default)s)")
-    for name in ("eval_size", "warmup_examples", "warmup_steps", "steps", "questions_per_step", "group_size",
-                 "max_tokens", "seed"):
+    for name in ("eval_size", "warmup_examples", "warmup_steps", "warmup_batch", "steps", "questions_per_step",
+                 "group_size", "max_tokens", "seed"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(d, name)} ({QUICK.get(name, getattr(d, name))} with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
