@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import shutil
 import time
@@ -96,21 +97,34 @@ def main() -> None:
     ecfg = EvalConfig(methods=["search-agent"], k=dcfg.k, max_turns=2, max_new_tokens=dcfg.max_tokens, seed=args.seed,
                       chunk=16)
     results: dict[str, dict[str, Any]] = {}
+    per_question: dict[str, dict[str, float]] = {}
     for name, path in policies.items():
         print(f"== eval {name}", flush=True)
         model, tok = load(path)
         r = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg,
                      out / "eval" / name.replace(" ", "-"), meta={"model": path})
         results[name] = r["summary"]["search-agent"]["avg"]
+        per_question[name] = {p["id"]: p["em"] for p in _read(out / "eval" / name.replace(" ", "-") / "predictions.jsonl")}
     bm25.close()
 
-    curves = {arm: [m["reward"] for m in _read(out / arm / "metrics.jsonl") if "reward" in m] for arm in arms}
+    metrics = {arm: _read(out / arm / "metrics.jsonl") for arm in arms}
+    curves = {arm: [m["reward"] for m in ms if "reward" in m] for arm, ms in metrics.items()}
+    for name, v in results.items():
+        # One seed and a few dozen questions: give the sampling error and the paired change against the
+        # cold start (questions turned right / turned wrong) so nobody reads noise as an effect.
+        v["se"] = math.sqrt(v["em"] * (1 - v["em"]) / len(test))
+        base, now = per_question["cold start"], per_question[name]
+        v["gained"] = sum(now[q] > base[q] for q in base)
+        v["lost"] = sum(now[q] < base[q] for q in base)
+    train_minutes = {arm: sum(m.get("time_step", 0.0) for m in ms) / 60 for arm, ms in metrics.items()}
     figures = {"bench": "replication", "date": date.today().isoformat(), "machine": _machine(),
                "steps": args.steps, "questions_per_step": args.questions_per_step, "group_size": args.group_size,
-               "eval_questions": len(test), "hours": round((time.perf_counter() - t0) / 3600, 2),
+               "eval_questions": len(test), "wall_hours_this_invocation": round((time.perf_counter() - t0) / 3600, 2),
+               **{f"train_minutes/{k}": round(v, 1) for k, v in train_minutes.items()},
                **{f"em/{k}": round(v["em"], 4) for k, v in results.items()},
                **{f"f1/{k}": round(v["f1"], 4) for k, v in results.items()},
-               **{f"searches/{k}": round(v["searches"], 3) for k, v in results.items()}}
+               **{f"searches/{k}": round(v["searches"], 3) for k, v in results.items()},
+               **{f"gained_lost_vs_cold_start/{k}": [v["gained"], v["lost"]] for k, v in results.items()}}
     _write(Path(args.results), figures, results, curves, dcfg)
     print(json.dumps(figures))
 
@@ -143,13 +157,19 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
              f"{figures['questions_per_step']} questions x {figures['group_size']} samples on the synthetic world. "
              f"All policies tested as search agents with **real BM25** on the same {figures['eval_questions']} held-out "
              "questions, greedy. Numbers as measured, one seed.", "",
-             "| policy | trained against | EM | F1 | searches / question |", "|---|---|---|---|---|"]
+             "| policy | trained against | EM ± s.e. | F1 | searches / question | vs cold start: right / wrong | "
+             "training min |", "|---|---|---|---|---|---|---|"]
     against = {"cold start": "(no RL)", "sim-curriculum": "simulator, curriculum p 0 -> 0.5",
                "sim-fixed": "simulator, fixed p = 0.5", "real-bm25": "real BM25",
                "no-loss-mask": "simulator, curriculum, no loss mask"}
     for name, v in results.items():
-        lines.append(f"| {name} | {against[name]} | {100 * v['em']:.1f} | {100 * v['f1']:.1f} | {v['searches']:.2f} |")
-    lines += ["", f"Wall time {figures['hours']} h. Settings: `{json.dumps(dataclasses.asdict(dcfg))}`.", "",
+        minutes = figures.get(f"train_minutes/{name}")
+        lines.append(f"| {name} | {against[name]} | {100 * v['em']:.1f} ± {100 * v['se']:.1f} | {100 * v['f1']:.1f} | "
+                     f"{v['searches']:.2f} | +{v['gained']} / -{v['lost']} | "
+                     f"{'' if minutes is None else f'{minutes:.0f}'} |")
+    lines += ["", "s.e. = binomial standard error of EM over the test questions; right / wrong = test questions this "
+              "policy gets right that the cold start got wrong, and the reverse.", "",
+              f"Settings: `{json.dumps(dataclasses.asdict(dcfg))}`.", "",
               "![replication](replication.png)", "", "Reproduce: `python bench/replication.py` (resumable)."]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "replication.md", "\n".join(lines) + "\n")
@@ -159,10 +179,11 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
         a.plot(range(1, len(ys) + 1), ys, marker="o", label=arm)
     a.set_xlabel("step")
     a.set_ylabel("training reward (F1)")
+    a.set_title("each arm against its own engine", fontsize=9)
     a.legend(fontsize=8)
     names = list(results)
-    b.bar(names, [100 * results[n]["em"] for n in names])
-    b.set_ylabel("EM with real BM25 (%)")
+    b.bar(names, [100 * results[n]["em"] for n in names], yerr=[100 * results[n]["se"] for n in names], capsize=4)
+    b.set_ylabel("EM with real BM25 (%), ± s.e.")
     b.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.tight_layout()
     with atomic_path(folder / "replication.png") as tmp:
