@@ -101,10 +101,10 @@ def main() -> None:
     for name, path in policies.items():
         print(f"== eval {name}", flush=True)
         model, tok = load(path)
-        r = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg,
-                     out / "eval" / name.replace(" ", "-"), meta={"model": path})
+        folder = out / "eval" / name.replace(" ", "-")
+        r = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg, folder, meta={"model": path})
         results[name] = r["summary"]["search-agent"]["avg"]
-        per_question[name] = {p["id"]: p["em"] for p in _read(out / "eval" / name.replace(" ", "-") / "predictions.jsonl")}
+        per_question[name] = {p["id"]: p["em"] for p in _read(folder / "predictions.jsonl")}
     bm25.close()
 
     metrics = {arm: _read(out / arm / "metrics.jsonl") for arm in arms}
