@@ -113,9 +113,9 @@ def main() -> None:
         # One seed and a few dozen questions: give the sampling error and the paired change against the
         # cold start (questions turned right / turned wrong) so nobody reads noise as an effect.
         v["se"] = math.sqrt(v["em"] * (1 - v["em"]) / len(test))
-        base, now = per_question["cold start"], per_question[name]
-        v["gained"] = sum(now[q] > base[q] for q in base)
-        v["lost"] = sum(now[q] < base[q] for q in base)
+        start_em, now = per_question["cold start"], per_question[name]
+        v["gained"] = sum(now[q] > start_em[q] for q in start_em)
+        v["lost"] = sum(now[q] < start_em[q] for q in start_em)
     train_minutes = {arm: sum(m.get("time_step", 0.0) for m in ms) / 60 for arm, ms in metrics.items()}
     figures = {"bench": "replication", "date": date.today().isoformat(), "machine": _machine(),
                "steps": args.steps, "questions_per_step": args.questions_per_step, "group_size": args.group_size,
