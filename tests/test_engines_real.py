@@ -441,3 +441,21 @@ def test_bm25_finds_single_hop_supporting_passages_in_the_synthetic_world(tmp_pa
     print(f"\nsynthetic world: BM25 recall@5 of the supporting passage, {len(questions)} single-hop questions: "
           f"{recall:.1%}")
     assert recall >= 0.8
+
+
+def test_corpus_world_resolves_to_the_data_world_or_the_built_in_one(tmp_path):
+    from zerosearch.trainer import engine_config
+    from zerosearch.world import WorldConfig, cached_world
+
+    cfg = EngineConfig(name="bm25", corpus="world")
+    data_world = tmp_path / "from-data"
+    assert cfg.on_world(data_world).corpus == str(data_world / "corpus.jsonl")
+    built = cached_world(WorldConfig(), tmp_path / "built")
+    assert cfg.on_world(None, world_dir=tmp_path / "built").corpus == str(built / "corpus.jsonl")
+    assert (built / "corpus.jsonl").is_file()
+    other = EngineConfig(name="bm25", corpus="my.jsonl")
+    assert other.on_world(data_world) is other
+    # A training config must name its world in data: no silent fallback to the built-in one.
+    with pytest.raises(ValueError, match="data.train or data.dev"):
+        engine_config({"name": "bm25", "corpus": "world"}, None)
+    assert engine_config({"name": "bm25", "corpus": "world"}, data_world).corpus == str(data_world / "corpus.jsonl")

@@ -81,12 +81,10 @@ def resolve_data(cfg: TrainConfig) -> tuple[list[QARecord], list[QARecord], Path
 
 def engine_config(d: dict[str, Any], world_dir: Path | None) -> EngineConfig:
     """An engine config; `corpus: world` points a real engine at the synthetic world's corpus."""
-    d = dict(d)
-    if d.get("corpus") == "world":
-        if world_dir is None:
-            raise ValueError("engine corpus 'world' needs data.train or data.dev to be 'world'")
-        d["corpus"] = str(world_dir / "corpus.jsonl")
-    return EngineConfig.from_dict(d)
+    cfg = EngineConfig.from_dict(d)
+    if cfg.corpus == "world" and world_dir is None:  # a training run names its world in data, never implicitly
+        raise ValueError("engine corpus 'world' needs data.train or data.dev to be 'world'")
+    return cfg.on_world(world_dir)
 
 
 class Trainer:

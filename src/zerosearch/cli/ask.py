@@ -62,17 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
     from zerosearch.rollout import RolloutConfig, rollout
-    from zerosearch.trainer import engine_config
-    from zerosearch.world import cached_world
 
     ecfg = EngineConfig.from_args(args)
-    world = cached_world(world_dir=args.world_dir) if ecfg.corpus == "world" else None
     model, tok = load(args.model)
     model.eval()
     cfg = RolloutConfig(max_turns=args.max_turns, max_new_tokens_per_turn=args.max_tokens, k=ecfg.k,
                         temperature=args.policy_temperature, prompt_overflow="truncate_left")
     record = QARecord(id="ask", question=args.question, golden_answers=[], data_source="ask")
-    with build_engine(engine_config(ecfg.to_dict(), world)) as engine:
+    with build_engine(ecfg.on_world(None, world_dir=args.world_dir)) as engine:
         traj = rollout([record], HFBackend(model, tok, batch_size=1), tok, AnswerBlind(engine), cfg, seed=args.seed)[0]
     console = Console(highlight=False)
     if args.raw:

@@ -40,20 +40,16 @@ def run(args: argparse.Namespace) -> int:
     from zerosearch.models import load
     from zerosearch.rollout import RolloutConfig
     from zerosearch.simulator.collect import collect
-    from zerosearch.trainer import engine_config
-    from zerosearch.world import cached_world
 
     ecfg = EngineConfig.from_args(args)
     if ecfg.name == "simulated":
         raise CLIError("collection needs a real engine (bm25, dense, http, serpapi), not 'simulated'")
     records, world = resolve_qa(args.data, limit=args.limit, seed=args.seed, world_dir=args.world_dir,
                                 default_split="train")
-    if ecfg.corpus == "world" and world is None:
-        world = cached_world(world_dir=args.world_dir)
     cfg = RolloutConfig(max_turns=args.max_turns, max_new_tokens_per_turn=args.max_tokens, k=ecfg.k,
                         temperature=args.policy_temperature, n=args.samples, prompt_overflow="truncate_left")
     model, tok = load(args.model)
-    with build_engine(engine_config(ecfg.to_dict(), world)) as engine:
+    with build_engine(ecfg.on_world(world, world_dir=args.world_dir)) as engine:
         counts = collect(records, HFBackend(model.eval(), tok, batch_size=args.batch_size), tok, engine, cfg, args.out,
                          label_by=args.label, threshold=args.threshold, chunk=args.chunk, seed=args.seed,
                          progress=lambda done, total: print(f"  {done}/{total} questions", flush=True))

@@ -32,13 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from zerosearch.data import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.eval import NEEDS_ENGINE, EvalConfig, run_eval
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
-    from zerosearch.trainer import engine_config
-    from zerosearch.world import cached_world
 
     cfg = EvalConfig(methods=[m.strip() for m in args.method.split(",") if m.strip()], k=args.engine_k or 3,
                      max_turns=args.max_turns, max_new_tokens=args.max_tokens, temperature=args.policy_temperature,
@@ -46,10 +46,8 @@ def run(args: argparse.Namespace) -> int:
     records, world = resolve_qa(args.data, limit=args.limit, seed=args.seed, world_dir=args.world_dir)
     engine = None
     if any(m in NEEDS_ENGINE for m in cfg.methods):
-        ecfg = EngineConfig.from_args(args)
-        if ecfg.corpus == "world" and world is None:
-            world = cached_world(world_dir=args.world_dir)
-        engine = build_engine(engine_config({**ecfg.to_dict(), "k": cfg.k}, world))
+        ecfg = dataclasses.replace(EngineConfig.from_args(args), k=cfg.k)
+        engine = build_engine(ecfg.on_world(world, world_dir=args.world_dir))
     if args.backend == "vllm":
         from vllm import LLM
 

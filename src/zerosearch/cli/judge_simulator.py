@@ -62,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from zerosearch.io import atomic_write_jsonl, atomic_write_text
     from zerosearch.models import load
     from zerosearch.simulator.judge import judge, markdown, with_queries
-    from zerosearch.trainer import engine_config
-    from zerosearch.world import cached_world
 
     ecfg = EngineConfig.from_args(args)
     if args.engine_model:
@@ -74,15 +72,13 @@ def run(args: argparse.Namespace) -> int:
     specs = simulator_specs(args.sim, args.engine_sim_mode)
     records, world = resolve_qa(args.data, limit=args.limit, seed=args.seed, world_dir=args.world_dir,
                                 default_split="dev")
-    if ecfg.corpus == "world" and world is None:
-        world = cached_world(world_dir=args.world_dir)
     records, queries = with_queries(records, args.queries)
     k = ecfg.k if args.engine_k else 3
     # The simulators take the sampling flags; they are told the answer, as in training.
     sim_cfgs = {name: dataclasses.replace(ecfg, name="simulated", model=model, sim_mode=mode, k=k, cache=None,
                                           endpoint=args.sim_endpoint or [], corpus=None, answer_blind=False)
                 for name, (model, mode) in specs.items()}
-    real_cfg = None if args.no_real else engine_config({**ecfg.to_dict(), "k": k}, world)
+    real_cfg = None if args.no_real else dataclasses.replace(ecfg, k=k).on_world(world, world_dir=args.world_dir)
     engines: list[SearchEngine] = []
     try:
         sims = {}

@@ -25,22 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from zerosearch.config import TrainConfig
-    from zerosearch.data import load_qa, subsample
+    from zerosearch.data import resolve_qa, subsample
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.io import atomic_write_jsonl
     from zerosearch.sft import SFTConfig, sft
-    from zerosearch.trainer import engine_config, resolve_data
     from zerosearch.warmup import demonstrations
 
-    world_dir = None
-    if args.data == "world" or args.engine_corpus == "world":
-        cfg = TrainConfig.model_validate({"data": {"world_dir": args.world_dir, "dev": None}})
-        records, _, world_dir = resolve_data(cfg)
-    if args.data != "world":
-        records = load_qa(args.data)
-    records = subsample(records, min(len(records), args.examples * 2), seed=args.seed)
-    ecfg = engine_config(EngineConfig.from_args(args).to_dict(), world_dir)
+    records, world = resolve_qa(args.data, world_dir=args.world_dir, default_split="train")
+    records = subsample(records, args.examples * 2, seed=args.seed)
+    ecfg = EngineConfig.from_args(args).on_world(world, world_dir=args.world_dir)
     with build_engine(ecfg) as engine:
         demos, skipped = demonstrations(records, engine, k=ecfg.k)
     demos = demos[: args.examples]

@@ -88,6 +88,17 @@ class EngineConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def on_world(self, world: str | Path | None, *, world_dir: str | Path | None = None) -> EngineConfig:
+        """`corpus: world` made concrete: the synthetic world's corpus.jsonl, from `world` (the folder the
+        command's data came from) or else the built-in world (in `world_dir` or the cache, built on first use)."""
+        if self.corpus != "world":
+            return self
+        if world is None:
+            from zerosearch.world import cached_world
+
+            world = cached_world(world_dir=world_dir)
+        return dataclasses.replace(self, corpus=str(Path(world) / "corpus.jsonl"))
+
 
 def add_engine_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
     """The engine flags, identical on every command. Unset flags stay None so YAML values survive."""
