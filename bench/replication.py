@@ -20,6 +20,7 @@ Writes docs/results/replication.md and replication.png; prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -34,7 +35,7 @@ ARMS = ("sim-curriculum", "sim-fixed", "real-bm25", "no-loss-mask")
 
 
 def arm_config(arm: str, base: dict[str, Any], world: Path) -> dict[str, Any]:
-    cfg = json.loads(json.dumps(base))
+    cfg = copy.deepcopy(base)
     if arm == "sim-fixed":
         cfg["curriculum"]["fixed"] = 0.5
     elif arm == "real-bm25":

@@ -120,7 +120,6 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
         bar = _eval_bar(progress)
         result = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg, run / folder,
                           meta={"model": model_path}, progress=bar)
-        del model
         return result["summary"]
 
     stages.start("before", f"the untrained {cfg.model} with real BM25 ({', '.join(cfg.methods)})")
@@ -145,9 +144,9 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
 
 def cold_start(cfg: DemoConfig, world: Path, engine: Any) -> str:
     """The warmed-up policy, from the cache when this exact setting ran before."""
-    from zerosearch.data import load_qa, subsample
-    from zerosearch.sft import SFTConfig, sft
-    from zerosearch.warmup import demonstrations
+    from zerosearch.data import load_qa
+    from zerosearch.sft import SFTConfig
+    from zerosearch.warmup import warm_start
 
     setting = {"model": cfg.model, "world": str(world), "examples": cfg.warmup_examples, "steps": cfg.warmup_steps,
                "batch": cfg.warmup_batch, "k": cfg.k, "seed": cfg.seed}
@@ -155,11 +154,10 @@ def cold_start(cfg: DemoConfig, world: Path, engine: Any) -> str:
     if (folder / "final" / "config.json").is_file():
         print(f"cold start: reusing {folder / 'final'}")
         return str(folder / "final")
-    records = subsample(load_qa(world / "train.jsonl"), cfg.warmup_examples * 2, cfg.seed)
-    demos, _ = demonstrations(records, engine, k=cfg.k)
-    summary = sft(cfg.model, demos[: cfg.warmup_examples], folder,
-                  SFTConfig(lr=5e-5, steps=cfg.warmup_steps, batch_size=cfg.warmup_batch, warmup_steps=1,
-                            save_steps=max(cfg.warmup_steps // 2, 1), seed=cfg.seed), resume=True)
+    summary = warm_start(cfg.model, load_qa(world / "train.jsonl"), engine, folder,
+                         SFTConfig(lr=5e-5, steps=cfg.warmup_steps, batch_size=cfg.warmup_batch, warmup_steps=1,
+                                   save_steps=max(cfg.warmup_steps // 2, 1), seed=cfg.seed),
+                         examples=cfg.warmup_examples, k=cfg.k, resume=True)
     print(f"cold start: SFT loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
     return summary["model"]
 

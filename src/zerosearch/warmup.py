@@ -17,6 +17,7 @@ policy learns to answer *from the documents*, never from nowhere. RL then starts
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from zerosearch.data import QARecord
@@ -46,3 +47,19 @@ def demonstrations(records: Sequence[QARecord], engine: SearchEngine, k: int = 3
                 [f"<think> The documents answer the question. </think>\n<answer> {gold} </answer>", True],
             ], "id": rec.id})
     return out, skipped
+
+
+def warm_start(model: str, records: Sequence[QARecord], engine: SearchEngine, out: str | Path, cfg: Any, *,
+               examples: int, k: int = 3, resume: bool = False) -> dict[str, Any]:
+    """The whole cold start: demonstrations from up to 2 x `examples` records (the engine misses some
+    answers), the first `examples` kept in out/demos.jsonl, then SFT of `model` on them (cfg: SFTConfig).
+    Returns zerosearch.sft's summary; its "model" is the warmed-up policy."""
+    from zerosearch.data import subsample
+    from zerosearch.io import atomic_write_jsonl
+    from zerosearch.sft import sft
+
+    demos, skipped = demonstrations(subsample(list(records), examples * 2, seed=cfg.seed), engine, k=k)
+    demos = demos[:examples]
+    atomic_write_jsonl(Path(out) / "demos.jsonl", demos)
+    print(f"demonstrations: {len(demos)} (skipped {skipped} whose gold answer the engine did not retrieve)")
+    return sft(model, demos, out, cfg, resume=resume)

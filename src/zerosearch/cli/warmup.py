@@ -23,24 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from zerosearch.data import resolve_qa, subsample
+    from zerosearch.data import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.io import atomic_write_jsonl
-    from zerosearch.sft import SFTConfig, sft
-    from zerosearch.warmup import demonstrations
+    from zerosearch.sft import SFTConfig
+    from zerosearch.warmup import warm_start
 
     records, world = resolve_qa(args.data, world_dir=args.world_dir, default_split="train")
-    records = subsample(records, args.examples * 2, seed=args.seed)
     ecfg = EngineConfig.from_args(args).on_world(world, world_dir=args.world_dir)
     with build_engine(ecfg) as engine:
-        demos, skipped = demonstrations(records, engine, k=ecfg.k)
-    demos = demos[: args.examples]
-    out = Path(args.out)
-    atomic_write_jsonl(out / "demos.jsonl", demos)
-    print(f"demonstrations: {len(demos)} (skipped {skipped} whose gold answer the engine did not retrieve)")
-    summary = sft(args.model, demos, out, SFTConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size,
-                                                    lora_r=args.lora_r, seed=args.seed), resume=args.resume)
+        summary = warm_start(args.model, records, engine, args.out,
+                             SFTConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r,
+                                       seed=args.seed), examples=args.examples, k=ecfg.k, resume=args.resume)
     print(f"SFT loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}; warmed-up policy: {summary['model']}")
     return 0
