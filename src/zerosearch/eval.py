@@ -26,6 +26,7 @@ import io
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,10 +88,15 @@ class AnswerBlind(SearchEngine):
 
 # --- generation for the single-turn methods --------------------------------------------------------------
 
-def _generate(backend: Any, tokenizer: Any, texts: list[str], max_new_tokens: int, cfg: EvalConfig) -> list[Any]:
+def _generate(backend: Any, tokenizer: Any, texts: list[str], max_new_tokens: int, temperature: float,
+              seed: int) -> list[Any]:
     chat = getattr(tokenizer, "chat_template", None) is not None
     ids = [tokenizer(render_prompt(t, tokenizer), add_special_tokens=not chat).input_ids for t in texts]
-    return backend.generate(ids, max_new_tokens, ("</answer>",), cfg.temperature, 1.0, cfg.seed)
+    return backend.generate(ids, max_new_tokens, ("</answer>",), temperature, 1.0, seed)
+
+
+def _rag_texts(questions: list[str], documents: list[list[Document]]) -> list[str]:
+    return [RAG.format(question=q, documents=format_documents(d)) for q, d in zip(questions, documents)]
 
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
@@ -105,11 +111,9 @@ def untagged_answer(text: str) -> str | None:
 
 def answer_from_documents(backend: Any, tokenizer: Any, questions: list[str], documents: list[list[Document]], *,
                           max_new_tokens: int = 32, temperature: float = 0.0, seed: int = 0) -> list[str | None]:
-    """A reader: the RAG prompt over the given documents, its answer (tagged, else its first line).
-    Used by the `rag` method and by `zerosearch judge-simulator`."""
-    cfg = EvalConfig(methods=["rag"], temperature=temperature, seed=seed)
-    texts = [RAG.format(question=q, documents=format_documents(d)) for q, d in zip(questions, documents)]
-    outs = _generate(backend, tokenizer, texts, max_new_tokens, cfg)
+    """A reader: the `rag` method's prompt over the given documents, its answer (tagged, else its first
+    line). `zerosearch judge-simulator` reads simulated and real documents with it."""
+    outs = _generate(backend, tokenizer, _rag_texts(questions, documents), max_new_tokens, temperature, seed)
     return [_answer(o, tokenizer)[0] for o in outs]
 
 
@@ -125,12 +129,12 @@ def _single_turn(method: str, records: list[QARecord], backend: Any, tokenizer: 
     docs: list[list[Document]] = [[] for _ in records]
     if method == "rag":
         docs = engine.search([SearchRequest(query=r.question, k=cfg.k, row_id=r.id) for r in records])  # type: ignore[union-attr]
-        texts = [RAG.format(question=r.question, documents=format_documents(d)) for r, d in zip(records, docs)]
+        texts = _rag_texts([r.question for r in records], docs)
     else:
         texts = [_TEMPLATES[method].format(question=r.question) for r in records]
     budget = cfg.answer_tokens if method in ("direct", "rag") else cfg.max_new_tokens
     rows = []
-    for r, out, d in zip(records, _generate(backend, tokenizer, texts, budget, cfg), docs):
+    for r, out, d in zip(records, _generate(backend, tokenizer, texts, budget, cfg.temperature, cfg.seed), docs):
         answer, tagged = _answer(out, tokenizer)
         extra = {"documents": [x.to_dict() for x in d]} if method == "rag" else {}
         rows.append(_row(method, r, answer, out.text, turns=1, searches=int(method == "rag"), invalid=0,
@@ -170,10 +174,10 @@ def run_eval(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: 
              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Evaluate every method on every record into `out/`; resume what is there. Returns the summary."""
     out = Path(out)
-    keys = [_key("", r.data_source, r.id) for r in records]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1).split("\t")
-        raise ValueError(f"duplicate question id {dup[2]!r} in dataset {dup[1]!r}: ids must be unique per dataset")
+    counts = Counter((r.data_source, r.id) for r in records)
+    dup = next((key for key, n in counts.items() if n > 1), None)
+    if dup is not None:
+        raise ValueError(f"duplicate question id {dup[1]!r} in dataset {dup[0]!r}: ids must be unique per dataset")
     if any(m in NEEDS_ENGINE for m in cfg.methods):
         if engine is None:
             raise ValueError(f"methods {', '.join(m for m in cfg.methods if m in NEEDS_ENGINE)} need an engine")
@@ -260,8 +264,8 @@ def _mean(xs: Any) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def _columns(summary: dict[str, Any]) -> list[str]:
-    cols = sorted({ds for per in summary.values() for ds in per if ds != "avg"})
+def _columns(*summaries: dict[str, Any]) -> list[str]:
+    cols = sorted({ds for summary in summaries for per in summary.values() for ds in per if ds != "avg"})
     return cols + ["avg"]
 
 
@@ -297,7 +301,7 @@ def csv_table(summary: dict[str, Any]) -> str:
 def compare_table(results: list[tuple[str, dict[str, Any]]], metric: str = "em") -> str:
     """One table from several result files: a row per (run, method), EM per dataset, and for every run after
     the first the difference to the first run's same method (in points)."""
-    cols = sorted({ds for _, r in results for per in r["summary"].values() for ds in per if ds != "avg"}) + ["avg"]
+    cols = _columns(*(r["summary"] for _, r in results))
     lines = [f"| run | method | {' | '.join(cols)} |", "|---" * (len(cols) + 2) + "|"]
     base_name, base = results[0]
     for name, r in results:

@@ -8,6 +8,7 @@ engine at the world's corpus. Rerunning with the same --out resumes an interrupt
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 
 from zerosearch.engines.config import add_engine_arguments
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from zerosearch.data import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.eval import NEEDS_ENGINE, EvalConfig, run_eval
+    from zerosearch.eval import NEEDS_ENGINE, EvalConfig, markdown_table, run_eval
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
 
@@ -66,27 +67,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if engine is not None:
             engine.close()
-    from pathlib import Path
-
-    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
+    print(markdown_table(result["summary"]) + "\n")
     print(f"{len(records)} questions x {len(cfg.methods)} methods in {result['seconds_this_run']:.0f} s; "
           f"results in {args.out}/results.{{md,csv,json}}")
     return 0
 
 
+@contextmanager
 def _progress(enabled: bool):
-    from contextlib import contextmanager
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    @contextmanager
-    def bar():
-        if not enabled:
-            yield None
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("[bold]eval {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as prog:
-            task = prog.add_task("eval", total=None, method="")
-            yield lambda done, total, method: prog.update(task, completed=done, total=total, method=method)
-
-    return bar()
+    with Progress(TextColumn("[bold]eval {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as prog:
+        task = prog.add_task("eval", total=None, method="")
+        yield lambda done, total, method: prog.update(task, completed=done, total=total, method=method)
