@@ -193,3 +193,11 @@ def test_ask_shows_policy_blocks_and_inserted_text_apart(tiny: Any) -> None:
     kinds = segments(ids, mask, tok)
     assert [k for k, _ in kinds] == ["think", "search", "information", "answer", "rollout"]
     assert kinds[1][1] == "town 1" and kinds[2][1] == "Doc 1(Title: T) x"
+
+
+def test_duplicate_question_ids_are_refused_by_name(tmp_path):
+    rows = [QARecord(id=i, question="q?", golden_answers=["a"], data_source=ds)
+            for ds, i in (("nq", "1"), ("tq", "1"), ("tq", "2"), ("tq", "2"))]
+    with pytest.raises(ValueError, match="duplicate question id '2' in dataset 'tq'"):
+        run_eval(rows, None, None, None, EvalConfig(methods=["direct"]), tmp_path)
+    assert not (tmp_path / "predictions.jsonl").exists()
