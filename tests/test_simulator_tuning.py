@@ -146,6 +146,24 @@ def test_collect_refuses_a_simulator(tok: Any, tmp_path: Path, capsys: pytest.Ca
     assert not (tmp_path / "t.jsonl").exists()
 
 
+class LiveEngine(FakeEngine):
+    """A live web engine: the same query can return different documents from one call to the next."""
+
+    def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
+        self.calls += 1
+        return [[Document(title="T", text=f"call {self.calls} row {i}", source="live")] for i, _ in enumerate(requests)]
+
+
+def test_collect_keeps_each_samples_own_documents(tok: Any, tmp_path: Path) -> None:
+    # The n samples of a question ask the same query in the same turn; each must keep what *it* was shown.
+    collect(RECORDS[:1], ScriptedPolicy(tok), tok, LiveEngine(), CFG, tmp_path / "t.jsonl")
+    rows = read_jsonl(tmp_path / "t.jsonl")
+    assert [r["sample"] for r in rows] == [0, 1]
+    assert [[d["text"] for d in r["searches"][0]["documents"]] for r in rows] == [["call 1 row 0"], ["call 1 row 1"]]
+    with pytest.raises(ValueError, match="label by 'em' or 'f1'"):  # refused before any generation
+        collect(RECORDS, None, tok, FakeEngine(), CFG, tmp_path / "bad.jsonl", label_by="exact")
+
+
 def _traj(id_: str, label: str, *queries_docs: tuple[str, list[str]]) -> dict[str, Any]:
     return {"id": id_, "question": f"Question {id_}?", "golden_answers": [f"Answer {id_}", "alias"], "label": label,
             "searches": [{"query": q, "documents": [{"title": "", "text": t, "source": "x"} for t in d]}

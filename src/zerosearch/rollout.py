@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from zerosearch.data import QARecord
-from zerosearch.engines.base import SearchEngine, SearchRequest, format_documents
+from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
 from zerosearch.generation import STOP_STRINGS, GenerationBackend
 from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION, search_agent_prompt
 from zerosearch.reward import answer_metrics, extract_answer, f1_reward
@@ -109,6 +109,7 @@ class Trajectory:
     valid_actions: int = 0
     invalid_actions: int = 0
     queries: list[str] = field(default_factory=list)
+    documents: list[list[Document]] = field(default_factory=list)  # per search: what the engine returned
     draws: list[str | None] = field(default_factory=list)  # per search: "useful"/"noisy" (simulator), else None
     engine_fallbacks: int = 0  # searches the engine gave up on ("No results found." fallback documents)
     stop_reasons: list[str] = field(default_factory=list)  # per turn: "stop", "eos" or "length"
@@ -310,6 +311,7 @@ def rollout(records: Sequence[QARecord], backend: GenerationBackend, tokenizer: 
                 raise RuntimeError(f"search engine returned {len(results)} results for {len(requests)} queries")
             for i, docs in zip(searchers, results):
                 t = trajs[i]
+                t.documents.append(docs)
                 t.draws.append(next((d.meta["mode"] for d in docs if "mode" in d.meta), None))
                 t.engine_fallbacks += any(d.meta.get("fallback") for d in docs)
                 ids, dropped = information_ids(format_documents(docs), tokenizer, cfg.max_obs_tokens)

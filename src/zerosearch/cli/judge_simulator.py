@@ -52,12 +52,12 @@ def simulator_specs(specs: list[str], default_mode: str | None) -> dict[str, tup
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
+    from contextlib import ExitStack
     from pathlib import Path
 
     from zerosearch.cli import CLIError
     from zerosearch.data import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.engines.base import SearchEngine
     from zerosearch.generation import HFBackend
     from zerosearch.io import atomic_write_jsonl, atomic_write_text
     from zerosearch.models import load
@@ -79,21 +79,12 @@ def run(args: argparse.Namespace) -> int:
                                           endpoint=args.sim_endpoint or [], corpus=None, answer_blind=False)
                 for name, (model, mode) in specs.items()}
     real_cfg = None if args.no_real else dataclasses.replace(ecfg, k=k).on_world(world, world_dir=args.world_dir)
-    engines: list[SearchEngine] = []
-    try:
-        sims = {}
-        for name, cfg in sim_cfgs.items():
-            sims[name] = build_engine(cfg)
-            engines.append(sims[name])
-        real = None if real_cfg is None else build_engine(real_cfg)
-        if real is not None:
-            engines.append(real)
+    with ExitStack() as engines:  # every engine built is closed, whatever fails after it
+        sims = {name: engines.enter_context(build_engine(cfg)) for name, cfg in sim_cfgs.items()}
+        real = None if real_cfg is None else engines.enter_context(build_engine(real_cfg))
         reader, tok = load(args.reader)
         result = judge(records, sims, real, HFBackend(reader.eval(), tok, batch_size=args.batch_size), tok, k=k,
                        queries=queries)
-    finally:
-        for e in engines:
-            e.close()
     out = Path(args.out)
     table = markdown(result)
     atomic_write_text(out / "judge.md", table + "\n")

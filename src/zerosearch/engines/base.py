@@ -58,6 +58,11 @@ class SearchEngine(abc.ABC):
     def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
         """Return, for each request, up to `request.k` documents, in rank order."""
 
+    @property
+    def is_simulator(self) -> bool:
+        """An LLM writing the documents (answer-blind or not): never a stand-in for a real engine."""
+        return self.sees_gold_answers or self.name == "simulated"
+
     def identity(self) -> str:
         """A string that changes whenever results could change (used as the cache key prefix)."""
         return self.name

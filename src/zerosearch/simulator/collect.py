@@ -3,7 +3,7 @@
 The paper's simulation data: a policy searches a real engine; the query-document pairs of trajectories
 that answered correctly are examples of *useful* results, those of trajectories that failed are examples
 of *noisy* ones. Each trajectory is stored whole (response, answer, metrics, label) with the documents
-every search returned, recorded by a thin wrapper around the engine since the rollout keeps only queries.
+every search returned (the rollout keeps them per trajectory, so each sample has its own).
 
 Questions are processed in fixed chunks and each chunk's trajectories are appended (fsynced) when it
 finishes. A chunk is the unit of sampling (its batch and its seed decide every sample in it), so it is
@@ -20,35 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.data import QARecord
-from zerosearch.engines.base import Document, SearchEngine, SearchRequest
+from zerosearch.engines.base import SearchEngine
 from zerosearch.io import append_jsonl, read_jsonl, truncate_jsonl
 from zerosearch.rollout import RolloutConfig, rollout
 
 
-class RecordingEngine(SearchEngine):
-    """Passes searches through and remembers the documents per (row_id, query).
-
-    The n samples of a question share its row_id, so a query two samples both asked is stored once: a
-    real engine returns the same documents for it (and the cache guarantees it)."""
-
-    def __init__(self, engine: SearchEngine):
-        self.engine, self.name = engine, engine.name
-        self.seen: dict[tuple[str | None, str], list[Document]] = {}
-
-    def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
-        results = self.engine.search(requests)
-        for r, docs in zip(requests, results):
-            self.seen[(r.row_id, r.query)] = docs
-        return results
-
-    def identity(self) -> str:
-        return self.engine.identity()
-
-
 def label(metrics: dict[str, float], by: str, threshold: float) -> str:
     """'positive' when the answer is right (EM = 1, or F1 >= threshold), else 'negative'."""
-    if by not in ("em", "f1"):
-        raise ValueError(f"label by 'em' or 'f1', got {by!r}")
     return "positive" if metrics[by] >= (1.0 if by == "em" else threshold) else "negative"
 
 
@@ -56,8 +34,10 @@ def collect(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: S
             out: str | Path, *, label_by: str = "em", threshold: float = 0.5, chunk: int = 16, seed: int = 0,
             progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """Append one JSON line per trajectory to `out`; returns counts over the whole file."""
-    if engine.sees_gold_answers or engine.name == "simulated":
+    if engine.is_simulator:
         raise ValueError(f"collection needs a real engine; {engine.identity()!r} is a simulator")
+    if label_by not in ("em", "f1"):  # checked before any generation, not after the first chunk
+        raise ValueError(f"label by 'em' or 'f1', got {label_by!r}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     repeated = [i for i, n in Counter(r.id for r in records).items() if n > 1]
@@ -69,19 +49,17 @@ def collect(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: S
     todo = [(b, part) for b, part in chunks if any(stored[r.id] < cfg.n for r in part)]
     redo = {r.id for _, part in todo for r in part}
     truncate_jsonl(out, keep=lambda row: row["id"] not in redo)  # what an interrupted chunk left behind
-    recorder = RecordingEngine(engine)
     done = len(records) - len(redo)
     for b, part in todo:
         # The chunk's position in the full list seeds it, so a resumed run samples what the first would have.
-        trajs = rollout(part, backend, tokenizer, recorder, cfg, seed=seed * 100_003 + b)
+        trajs = rollout(part, backend, tokenizer, engine, cfg, seed=seed * 100_003 + b)
         for t in trajs:
             append_jsonl(out, {
                 "id": t.row_id, "sample": t.sample, "question": t.question, "golden_answers": t.golden_answers,
                 "data_source": t.data_source, "response": t.response, "answer": t.answer, **t.metrics,
                 "label": label(t.metrics, label_by, threshold), "turns": t.turns, "end": t.end,
-                "searches": [{"query": q, "documents": [d.to_dict() for d in recorder.seen[(t.row_id, q)]]}
-                             for q in t.queries]})
-        recorder.seen.clear()
+                "searches": [{"query": q, "documents": [d.to_dict() for d in docs]}
+                             for q, docs in zip(t.queries, t.documents)]})
         done += len(part)
         if progress:
             progress(done, len(records))

@@ -76,7 +76,7 @@ def judge(records: Sequence[QARecord], simulators: dict[str, SearchEngine], real
     queries = list(queries) if queries is not None else [r.question for r in records]
     if len(queries) != len(records):
         raise ValueError(f"{len(queries)} queries for {len(records)} questions")
-    if real is not None and (real.sees_gold_answers or real.name == "simulated"):
+    if real is not None and real.is_simulator:
         raise ValueError(f"the real engine's row needs a real engine; {real.identity()!r} is a simulator")
     questions = [r.question for r in records]
     sources: dict[str, list[list[Document]]] = {}
