@@ -3,7 +3,6 @@ switch, refusal to clobber a run, and a learning signal (GRPO raises the rewarde
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
