@@ -12,9 +12,11 @@ plus the starting policy itself ("cold start", no RL). Every arm is evaluated as
 BM25 on the same held-out test questions (greedy). Runs are resumable: each arm lives in OUT/<arm>/ and a
 rerun continues unfinished arms and skips finished ones.
 
-    python bench/replication.py [--steps 12] [--eval-size 64] [--out runs/replication] [--arms a,b,...]
+    python bench/replication.py [--seed 0] [--steps 12] [--eval-size 64] [--arms a,b,...]
 
-Writes docs/results/replication.md and replication.png; prints one JSON line.
+The seed sets the cold start's demonstrations, GRPO's sampling and the held-out questions, so each seed is
+a separate replicate: its runs go to runs/replication-seed<N>/ and its results to
+docs/results/replication-seed<N>.md, .png and .json. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--eval-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/replication")
+    ap.add_argument("--out", default=None, help="default runs/replication-seed<N>")
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
     args = ap.parse_args()
 
@@ -74,7 +76,7 @@ def main() -> None:
     arms = [a for a in args.arms.split(",") if a]
     dcfg = DemoConfig(model=args.model, steps=args.steps, questions_per_step=args.questions_per_step, group_size=args.group_size,
                       eval_size=args.eval_size, seed=args.seed, methods=["search-agent"])
-    out, t0 = Path(args.out), time.perf_counter()
+    out, t0 = Path(args.out or f"runs/replication-seed{args.seed}"), time.perf_counter()
     world = cached_world()
     bm25 = build_engine(EngineConfig.from_dict({"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": dcfg.k}))
     start = cold_start(dcfg, world, bm25)
@@ -118,7 +120,7 @@ def main() -> None:
         v["gained"] = sum(now[q] > start_em[q] for q in start_em)
         v["lost"] = sum(now[q] < start_em[q] for q in start_em)
     train_minutes = {arm: sum(m.get("time_step", 0.0) for m in ms) / 60 for arm, ms in metrics.items()}
-    figures = {"bench": "replication", "date": date.today().isoformat(), "machine": _machine(),
+    figures = {"bench": "replication", "seed": args.seed, "date": date.today().isoformat(), "machine": _machine(),
                "steps": args.steps, "questions_per_step": args.questions_per_step, "group_size": args.group_size,
                "eval_questions": len(test), "wall_hours_this_invocation": round((time.perf_counter() - t0) / 3600, 2),
                **{f"train_minutes/{k}": round(v, 1) for k, v in train_minutes.items()},
@@ -126,7 +128,7 @@ def main() -> None:
                **{f"f1/{k}": round(v["f1"], 4) for k, v in results.items()},
                **{f"searches/{k}": round(v["searches"], 3) for k, v in results.items()},
                **{f"gained_lost_vs_cold_start/{k}": [v["gained"], v["lost"]] for k, v in results.items()}}
-    _write(Path(args.results), figures, results, curves, dcfg)
+    _write(Path(args.results), figures, results, curves, per_question, dcfg)
     print(json.dumps(figures))
 
 
@@ -145,7 +147,7 @@ def _machine() -> str:
 
 
 def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, Any]], curves: dict[str, list[float]],
-           dcfg: Any) -> None:
+           per_question: dict[str, dict[str, float]], dcfg: Any) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,11 +155,12 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
 
     from zerosearch.io import atomic_path, atomic_write_text
 
+    stem = f"replication-seed{figures['seed']}"
     lines = [f"# Replication in miniature ({figures['date']}, {figures['machine']})", "",
              f"`{dcfg.model}`, cold-started, then GRPO for {figures['steps']} steps x "
              f"{figures['questions_per_step']} questions x {figures['group_size']} samples on the synthetic world. "
              f"All policies tested as search agents with **real BM25** on the same {figures['eval_questions']} held-out "
-             "questions, greedy. Numbers as measured, one seed.", "",
+             f"questions, greedy. Numbers as measured, seed {figures['seed']}.", "",
              "| policy | trained against | EM ± s.e. | F1 | searches / question | vs cold start: right / wrong | "
              "training min |", "|---|---|---|---|---|---|---|"]
     against = {"cold start": "(no RL)", "sim-curriculum": "simulator, curriculum p 0 -> 0.5",
@@ -171,9 +174,13 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
     lines += ["", "s.e. = binomial standard error of EM over the test questions; right / wrong = test questions this "
               "policy gets right that the cold start got wrong, and the reverse.", "",
               f"Settings: `{json.dumps(dataclasses.asdict(dcfg))}`.", "",
-              "![replication](replication.png)", "", "Reproduce: `python bench/replication.py` (resumable)."]
+              f"![replication]({stem}.png)", "",
+              f"Reproduce: `python bench/replication.py --seed {figures['seed']}` (resumable)."]
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "replication.md", "\n".join(lines) + "\n")
+    atomic_write_text(folder / f"{stem}.md", "\n".join(lines) + "\n")
+    # The results as data (per-question EM included), for pooling seeds without re-reading the Markdown.
+    atomic_write_text(folder / f"{stem}.json", json.dumps({"figures": figures, "results": results,
+                                                          "per_question_em": per_question}, indent=1) + "\n")
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     for arm, ys in curves.items():
@@ -187,7 +194,7 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
     b.set_ylabel("EM with real BM25 (%), ± s.e.")
     b.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.tight_layout()
-    with atomic_path(folder / "replication.png") as tmp:
+    with atomic_path(folder / f"{stem}.png") as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
 
