@@ -178,7 +178,7 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
               f"Reproduce: `python bench/replication.py --seed {figures['seed']}` (resumable)."]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / f"{stem}.md", "\n".join(lines) + "\n")
-    # The results as data (per-question EM included), for pooling seeds without re-reading the Markdown.
+    # The results as data, per-question EM included, for comparing and pooling seeds without parsing Markdown.
     atomic_write_text(folder / f"{stem}.json", json.dumps({"figures": figures, "results": results,
                                                           "per_question_em": per_question}, indent=1) + "\n")
 

@@ -368,6 +368,27 @@ def test_build_engine_wraps_real_engines_in_the_cache(corpus, tmp_path):
         build_engine(EngineConfig(name="simulated", cache=str(tmp_path / "c.sqlite")))
 
 
+class EchoEngine(SearchEngine):
+    """A user's own engine, as the README describes it: `search` only, registered in ENGINES."""
+
+    name = "echo"
+
+    def search(self, requests):
+        return [[Document(title="", text=f"echo {r.query}", source=self.name)][: r.k] for r in requests]
+
+
+def test_own_engine_is_one_registry_line(monkeypatch, tmp_path):
+    from zerosearch.engines import ENGINES
+
+    with pytest.raises(ValueError, match="unknown engine 'echo'"):
+        EngineConfig(name="echo")
+    monkeypatch.setitem(ENGINES, "echo", f"{__name__}:EchoEngine")
+    engine = build_engine(EngineConfig(name="echo", k=1, cache=str(tmp_path / "c.sqlite")))
+    assert [[d.text for d in docs] for docs in engine.search(reqs("hi", "there"))] == [["echo hi"], ["echo there"]]
+    assert isinstance(engine, CachedEngine) and isinstance(engine.inner, EchoEngine)
+    engine.close()
+
+
 def test_importing_engines_stays_light():
     code = "import sys, zerosearch.engines; print(sorted({'bm25s', 'torch', 'httpx', 'faiss'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -11,10 +11,10 @@ import threading
 from typing import Any
 
 from zerosearch.engines.base import DocMode, Document, SearchEngine, SearchRequest, format_documents
-from zerosearch.engines.config import ENGINE_NAMES, EngineConfig, add_engine_arguments
+from zerosearch.engines.config import ENGINES, EngineConfig, add_engine_arguments
 
 __all__ = [
-    "Counters", "DocMode", "Document", "ENGINE_NAMES", "EngineConfig", "SearchEngine", "SearchError",
+    "Counters", "DocMode", "Document", "ENGINES", "EngineConfig", "SearchEngine", "SearchError",
     "SearchRequest", "add_engine_arguments", "build_engine", "format_documents",
 ]
 
@@ -40,19 +40,9 @@ class Counters:
             return dict(self._values)
 
 
-# name -> (module, class); each class has `from_config(cfg)`.
-_ENGINES = {
-    "bm25": ("zerosearch.engines.bm25", "BM25Engine"),
-    "dense": ("zerosearch.engines.dense", "DenseEngine"),
-    "http": ("zerosearch.engines.http", "HttpEngine"),
-    "serpapi": ("zerosearch.engines.serpapi", "SerpApiEngine"),
-    "simulated": ("zerosearch.engines.simulated", "SimulatedEngine"),
-}
-
-
 def build_engine(cfg: EngineConfig) -> SearchEngine:
     """The engine `cfg` names, behind the SQLite cache when `cfg.cache` is set (real engines only)."""
-    module, cls = _ENGINES[cfg.name]
+    module, cls = ENGINES[cfg.name].split(":")
     if cfg.name == "simulated" and cfg.cache:
         # The simulator samples fresh documents on each call (the curriculum depends on it): caching
         # would freeze one sample per query.

@@ -48,11 +48,17 @@ class SearchRequest:
 
 
 class SearchEngine(abc.ABC):
-    """Batched search. Subclasses set `name` and implement `search` (and `identity` if configurable)."""
+    """Batched search. Subclasses set `name` and implement `search` (and `identity` if configurable, and
+    `from_config` if they take settings); `engines.config.ENGINES` registers them by name."""
 
     name: str = "engine"
     #: True when the engine reads gold answers (a non-answer-blind simulator). Evaluation refuses these.
     sees_gold_answers: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SearchEngine:
+        """What `build_engine` calls with the `EngineConfig`; an engine with settings reads them here."""
+        return cls()
 
     @abc.abstractmethod
     def search(self, requests: list[SearchRequest]) -> list[list[Document]]:

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ENGINE_NAMES = ("bm25", "dense", "http", "serpapi", "simulated")
+# The engine registry: name -> "module:Class", each a SearchEngine with `from_config(cfg)`. A new engine is one
+# line here; modules are imported only when their engine is built.
+ENGINES = {
+    "bm25": "zerosearch.engines.bm25:BM25Engine",
+    "dense": "zerosearch.engines.dense:DenseEngine",
+    "http": "zerosearch.engines.http:HttpEngine",
+    "serpapi": "zerosearch.engines.serpapi:SerpApiEngine",
+    "simulated": "zerosearch.engines.simulated:SimulatedEngine",
+}
 
 
 @dataclass
@@ -54,8 +62,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if isinstance(self.endpoint, str):
             self.endpoint = [e for e in self.endpoint.split(",") if e]
-        if self.name not in ENGINE_NAMES:
-            raise ValueError(f"unknown engine {self.name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+        if self.name not in ENGINES:
+            raise ValueError(f"unknown engine {self.name!r}; choose one of {', '.join(ENGINES)}")
         if self.k < 1:
             raise ValueError(f"engine k must be >= 1, got {self.k}")
 
@@ -103,7 +111,7 @@ class EngineConfig:
 def add_engine_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
     """The engine flags, identical on every command. Unset flags stay None so YAML values survive."""
     g = parser.add_argument_group("search engine")
-    g.add_argument("--engine", dest="engine_name", choices=ENGINE_NAMES, default=default,
+    g.add_argument("--engine", dest="engine_name", choices=list(ENGINES), default=default,
                    help="which engine (default: %(default)s)")
     g.add_argument("--engine-config", help="YAML file of engine fields; flags override it")
     g.add_argument("--k", dest="engine_k", type=int, help="documents per query (default 5)")
