@@ -7,13 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.demo import DemoConfig, next_run_dir, run_demo
+from zerosearch.demo import DemoConfig, _eval_bar, next_run_dir, run_demo
 
 
 def test_run_folders_never_overwrite(tmp_path: Path) -> None:
     assert next_run_dir(tmp_path).name == "run-001"
     (tmp_path / "run-007").mkdir()
     assert next_run_dir(tmp_path).name == "run-008"
+
+
+def test_eval_progress_lines_give_elapsed_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _eval_bar(False) is None
+    show = _eval_bar(True)
+    show(4, 12, "direct")  # resumed: 4 already done before this run, so no pace yet
+    show(8, 12, "rag")
+    first, second = capsys.readouterr().out.splitlines()
+    assert "eval direct: 4/12" in first and "to go" not in first
+    assert "eval rag: 8/12" in second and "min to go" in second
 
 
 def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -126,7 +126,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     before = evaluate(cfg.model, "eval-before")
 
     stages.start("cold start", f"SFT on {cfg.warmup_examples} protocol demonstrations, {cfg.warmup_steps} steps")
-    warm = cold_start(cfg, world, bm25)
+    warm = cold_start(cfg, world, bm25, progress=progress)
 
     stages.start("train", f"GRPO, {cfg.steps} steps x {cfg.questions_per_step} questions x {cfg.group_size} "
                           "samples, against the simulated engine with the curriculum")
@@ -142,7 +142,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     return write_report(run, cfg, before, after, seconds, world)
 
 
-def cold_start(cfg: DemoConfig, world: Path, engine: Any) -> str:
+def cold_start(cfg: DemoConfig, world: Path, engine: Any, *, progress: bool = True) -> str:
     """The warmed-up policy, from the cache when this exact setting ran before."""
     from zerosearch.data import load_qa
     from zerosearch.sft import SFTConfig
@@ -157,7 +157,7 @@ def cold_start(cfg: DemoConfig, world: Path, engine: Any) -> str:
     summary = warm_start(cfg.model, load_qa(world / "train.jsonl"), engine, folder,
                          SFTConfig(lr=5e-5, steps=cfg.warmup_steps, batch_size=cfg.warmup_batch, warmup_steps=1,
                                    save_steps=max(cfg.warmup_steps // 2, 1), seed=cfg.seed),
-                         examples=cfg.warmup_examples, k=cfg.k, resume=True)
+                         examples=cfg.warmup_examples, k=cfg.k, resume=True, progress=progress)
     print(f"cold start: SFT loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
     return summary["model"]
 
@@ -181,10 +181,21 @@ def grpo_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
 
 
 def _eval_bar(enabled: bool) -> Any:
-    """A one-line progress print per evaluated chunk (rich bars cannot nest inside the trainer's)."""
+    """One line per evaluated chunk with elapsed time and ETA (rich bars cannot nest inside the trainer's)."""
     if not enabled:
         return None
-    return lambda done, total, method: print(f"  eval {method}: {done}/{total}", flush=True)
+    first: list[float] = []  # time and count at the first call (run_eval reports once before any work)
+
+    def show(done: int, total: int, method: str) -> None:
+        now = time.perf_counter()
+        if not first:
+            first.extend((now, done))
+        elapsed, new = now - first[0], done - first[1]
+        # Methods differ in cost (search-agent takes turns), so the ETA is the run's average pace so far.
+        eta = f", about {elapsed / new * (total - done) / 60:.1f} min to go" if new else ""
+        print(f"  eval {method}: {done}/{total}  ({elapsed / 60:.1f} min{eta})", flush=True)
+
+    return show
 
 
 def write_report(run: Path, cfg: DemoConfig, before: dict[str, Any], after: dict[str, Any],

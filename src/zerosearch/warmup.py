@@ -50,7 +50,7 @@ def demonstrations(records: Sequence[QARecord], engine: SearchEngine, k: int = 3
 
 
 def warm_start(model: str, records: Sequence[QARecord], engine: SearchEngine, out: str | Path, cfg: Any, *,
-               examples: int, k: int = 3, resume: bool = False) -> dict[str, Any]:
+               examples: int, k: int = 3, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """The whole cold start: demonstrations from up to 2 x `examples` records (the engine misses some
     answers), the first `examples` kept in out/demos.jsonl, then SFT of `model` on them (cfg: SFTConfig).
     Returns zerosearch.sft's summary; its "model" is the warmed-up policy."""
@@ -62,4 +62,4 @@ def warm_start(model: str, records: Sequence[QARecord], engine: SearchEngine, ou
     demos = demos[:examples]
     atomic_write_jsonl(Path(out) / "demos.jsonl", demos)
     print(f"demonstrations: {len(demos)} (skipped {skipped} whose gold answer the engine did not retrieve)")
-    return sft(model, demos, out, cfg, resume=resume)
+    return sft(model, demos, out, cfg, resume=resume, progress=progress)
