@@ -33,6 +33,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from zerosearch.demo import SIZE_FIELDS, DemoConfig, cold_start, grpo_config
+
 ARMS = ("sim-curriculum", "sim-fixed", "real-bm25", "no-loss-mask")
 
 
@@ -53,11 +55,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--model", default="smollm2-135m-instruct", help="policy and simulator (tiny-random: a smoke run)")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--questions-per-step", type=int, default=2)
-    ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--eval-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
+    # The demo's sizes, with twice its GRPO steps and more test questions: a comparison needs them.
+    sizes = DemoConfig(steps=12, eval_size=64)
+    for name in SIZE_FIELDS:
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(sizes, name), help="default: %(default)s")
     ap.add_argument("--out", default=None, help="default runs/replication-seed<N>")
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
     args = ap.parse_args()
@@ -65,7 +66,6 @@ def main() -> None:
     from zerosearch.checkpoint import list_checkpoints
     from zerosearch.config import TrainConfig
     from zerosearch.data import load_qa, subsample
-    from zerosearch.demo import DemoConfig, cold_start, grpo_config
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.eval import EvalConfig, run_eval
     from zerosearch.generation import HFBackend
@@ -74,8 +74,7 @@ def main() -> None:
     from zerosearch.world import cached_world
 
     arms = [a for a in args.arms.split(",") if a]
-    dcfg = DemoConfig(model=args.model, steps=args.steps, questions_per_step=args.questions_per_step, group_size=args.group_size,
-                      eval_size=args.eval_size, seed=args.seed, methods=["search-agent"])
+    dcfg = DemoConfig(model=args.model, methods=["search-agent"], **{name: getattr(args, name) for name in SIZE_FIELDS})
     out, t0 = Path(args.out or f"runs/replication-seed{args.seed}"), time.perf_counter()
     world = cached_world()
     bm25 = build_engine(EngineConfig.from_dict({"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": dcfg.k}))

@@ -24,7 +24,8 @@ def test_replication_bench_smoke_and_resume(tmp_path: Path, monkeypatch: pytest.
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     argv = ["replication.py", "--model", "tiny-random", "--steps", "1", "--questions-per-step", "1", "--group-size", "2",
-            "--eval-size", "3", "--seed", "1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+            "--eval-size", "3", "--warmup-examples", "4", "--warmup-steps", "1", "--warmup-batch", "2", "--max-tokens", "4",
+            "--seed", "1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     monkeypatch.setattr(sys, "argv", argv)
 
     bench.main()

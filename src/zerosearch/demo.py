@@ -41,6 +41,10 @@ class DemoConfig:
     seed: int = 0
 
 
+# The sizes `zerosearch demo` and bench/replication.py take as flags (--eval-size, --warmup-steps, ...).
+SIZE_FIELDS = ("eval_size", "warmup_examples", "warmup_steps", "warmup_batch", "steps", "questions_per_step",
+               "group_size", "max_tokens", "seed")
+
 # --quick: the cold start dominates a short run, so it gets batch 4; 24 examples still teach the tags
 # (measured: search-agent EM 0 -> 25 on the 8 test questions).
 QUICK = dict(eval_size=8, warmup_examples=24, warmup_steps=6, warmup_batch=4, steps=2, questions_per_step=1)

@@ -6,15 +6,14 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from zerosearch.demo import QUICK, DemoConfig
+    from zerosearch.demo import QUICK, SIZE_FIELDS, DemoConfig
 
     d = DemoConfig()
     p.add_argument("--out", default="demo-out", help="reports go to OUT/run-NNN/ (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="a smaller run (on 2 CPU cores: 3.8-4.5 min measured the first time, 2.6 min once its cold start is cached): " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     p.add_argument("--model", default=d.model, help="policy and simulator model (default: %(default)s)")
-    for name in ("eval_size", "warmup_examples", "warmup_steps", "warmup_batch", "steps", "questions_per_step",
-                 "group_size", "max_tokens", "seed"):
+    for name in SIZE_FIELDS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(d, name)} ({QUICK.get(name, getattr(d, name))} with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
