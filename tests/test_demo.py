@@ -7,13 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.demo import DemoConfig, _eval_bar, next_run_dir, run_demo
+from zerosearch.demo import DemoConfig, Stages, _eval_bar, next_run_dir, run_demo
 
 
 def test_run_folders_never_overwrite(tmp_path: Path) -> None:
     assert next_run_dir(tmp_path).name == "run-001"
     (tmp_path / "run-007").mkdir()
     assert next_run_dir(tmp_path).name == "run-008"
+
+
+def test_stage_eta_leaves_out_a_stage_served_from_the_cache(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("zerosearch.demo.time.perf_counter", lambda: clock[0])
+    stages = Stages({"a": 0.5, "cached": 0.25, "c": 0.25})
+    stages.start("a", "")
+    clock[0] = 600.0  # half the planned work took 10 min ...
+    stages.start("cached", "")  # ... and this stage is a cache hit: 10 min per half leaves 5 min for "c"
+    stages.start("c", "")
+    assert "about 5 min to go" in capsys.readouterr().out.splitlines()[-1]
+    clock[0] = 900.0
+    assert stages.close() == {"a": 600.0, "cached": 0.0, "c": 300.0}
 
 
 def test_eval_progress_lines_give_elapsed_and_eta(capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,7 +64,7 @@ class Stages:
     """Prints `[i/n] stage` headers with elapsed time and a rough ETA from the planned stage weights."""
 
     def __init__(self, weights: dict[str, float]):
-        self.weights, self.t0, self.done = weights, time.perf_counter(), 0.0
+        self.weights, self.t0, self.done, self.planned = weights, time.perf_counter(), 0.0, sum(weights.values())
         self.seconds: dict[str, float] = {}
         self._name, self._start = None, 0.0
 
@@ -74,13 +74,18 @@ class Stages:
         i = list(self.weights).index(name) + 1
         elapsed = time.perf_counter() - self.t0
         # Extrapolate only once a real share of the work is done; the first stages are too short to tell.
-        eta = "" if self.done < 0.2 else f", about {elapsed / self.done * (1 - self.done) / 60:.0f} min to go"
+        left = self.planned - self.done
+        eta = "" if self.done < 0.2 * self.planned else f", about {elapsed / self.done * left / 60:.0f} min to go"
         print(f"\n[{i}/{len(self.weights)}] {name}: {what}  ({elapsed / 60:.1f} min elapsed{eta})", flush=True)
 
     def _finish(self) -> None:
         if self._name is not None:
-            self.seconds[self._name] = round(time.perf_counter() - self._start, 1)
-            self.done += self.weights[self._name]
+            seconds = time.perf_counter() - self._start
+            self.seconds[self._name] = round(seconds, 1)
+            if seconds < 2:  # served from the cache (a rerun's cold start): not part of this run's work after all
+                self.planned -= self.weights[self._name]
+            else:
+                self.done += self.weights[self._name]
 
     def close(self) -> dict[str, float]:
         self._finish()
