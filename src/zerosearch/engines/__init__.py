@@ -6,7 +6,7 @@ importing this package costs neither torch nor bm25s.
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import threading
 from typing import Any
 
@@ -42,12 +42,11 @@ class Counters:
 
 def build_engine(cfg: EngineConfig) -> SearchEngine:
     """The engine `cfg` names, behind the SQLite cache when `cfg.cache` is set (real engines only)."""
-    module, cls = ENGINES[cfg.name].split(":")
     if cfg.name == "simulated" and cfg.cache:
         # The simulator samples fresh documents on each call (the curriculum depends on it): caching
         # would freeze one sample per query.
         raise ValueError("--cache applies to real engines only (bm25, dense, http, serpapi), not to 'simulated'")
-    engine = getattr(importlib.import_module(module), cls).from_config(cfg)
+    engine = pkgutil.resolve_name(ENGINES[cfg.name]).from_config(cfg)
     if cfg.cache:
         from zerosearch.engines.cache import CachedEngine
 
