@@ -16,18 +16,17 @@ def test_run_folders_never_overwrite(tmp_path: Path) -> None:
     assert next_run_dir(tmp_path).name == "run-008"
 
 
-def test_stage_eta_leaves_out_a_stage_served_from_the_cache(monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_eta_leaves_out_a_stage_served_from_the_cache(capsys: pytest.CaptureFixture[str]) -> None:
     clock = [0.0]
-    monkeypatch.setattr("zerosearch.demo.time.perf_counter", lambda: clock[0])
-    stages = Stages({"a": 0.5, "cached": 0.25, "c": 0.25})
+    stages = Stages({"a": 0.5, "cached": 0.25, "c": 0.25}, clock=lambda: clock[0])
     stages.start("a", "")
     clock[0] = 600.0  # half the planned work took 10 min ...
-    stages.start("cached", "")  # ... and this stage is a cache hit: 10 min per half leaves 5 min for "c"
+    stages.start("cached", "", cached=True)  # ... and this one is a cache hit: 10 min per half leaves 5 for "c"
+    clock[0] = 601.0
     stages.start("c", "")
     assert "about 5 min to go" in capsys.readouterr().out.splitlines()[-1]
     clock[0] = 900.0
-    assert stages.close() == {"a": 600.0, "cached": 0.0, "c": 300.0}
+    assert stages.close() == {"a": 600.0, "cached": 1.0, "c": 299.0}
 
 
 def test_eval_progress_lines_give_elapsed_and_eta(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from zerosearch.io import atomic_write_text, cache_dir
 
@@ -63,26 +63,28 @@ def next_run_dir(out: str | Path) -> Path:
 class Stages:
     """Prints `[i/n] stage` headers with elapsed time and a rough ETA from the planned stage weights."""
 
-    def __init__(self, weights: dict[str, float]):
-        self.weights, self.t0, self.done, self.planned = weights, time.perf_counter(), 0.0, sum(weights.values())
+    def __init__(self, weights: dict[str, float], clock: Callable[[], float] = time.perf_counter):
+        self.weights, self.clock, self.done, self.planned = weights, clock, 0.0, sum(weights.values())
+        self.t0 = clock()
         self.seconds: dict[str, float] = {}
-        self._name, self._start = None, 0.0
+        self._name, self._start, self._cached = None, 0.0, False
 
-    def start(self, name: str, what: str) -> None:
+    def start(self, name: str, what: str, *, cached: bool = False) -> None:
+        """`cached`: the stage's result is already there (a rerun's cold start), so its planned share of the
+        work is left out of the ETA rather than counted as done."""
         self._finish()
-        self._name, self._start = name, time.perf_counter()
+        self._name, self._start, self._cached = name, self.clock(), cached
         i = list(self.weights).index(name) + 1
-        elapsed = time.perf_counter() - self.t0
+        elapsed = self.clock() - self.t0
         # Extrapolate only once a real share of the work is done; the first stages are too short to tell.
         left = self.planned - self.done
-        eta = "" if self.done < 0.2 * self.planned else f", about {elapsed / self.done * left / 60:.0f} min to go"
+        eta = "" if not self.done or self.done < 0.2 * self.planned else f", about {elapsed / self.done * left / 60:.0f} min to go"
         print(f"\n[{i}/{len(self.weights)}] {name}: {what}  ({elapsed / 60:.1f} min elapsed{eta})", flush=True)
 
     def _finish(self) -> None:
         if self._name is not None:
-            seconds = time.perf_counter() - self._start
-            self.seconds[self._name] = round(seconds, 1)
-            if seconds < 2:  # served from the cache (a rerun's cold start): not part of this run's work after all
+            self.seconds[self._name] = round(self.clock() - self._start, 1)
+            if self._cached:
                 self.planned -= self.weights[self._name]
             else:
                 self.done += self.weights[self._name]
@@ -134,7 +136,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     stages.start("before", f"the untrained {cfg.model} with real BM25 ({', '.join(cfg.methods)})")
     before = evaluate(cfg.model, "eval-before")
 
-    stages.start("cold start", f"SFT on {cfg.warmup_examples} protocol demonstrations, {cfg.warmup_steps} steps")
+    stages.start("cold start", f"SFT on {cfg.warmup_examples} protocol demonstrations, {cfg.warmup_steps} steps",
+                 cached=is_cold_start_cached(cfg, world))
     warm = cold_start(cfg, world, bm25, progress=progress)
 
     stages.start("train", f"GRPO, {cfg.steps} steps x {cfg.questions_per_step} questions x {cfg.group_size} "
@@ -151,16 +154,25 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     return write_report(run, cfg, before, after, seconds, world)
 
 
+def cold_start_folder(cfg: DemoConfig, world: Path) -> Path:
+    """The cold start's cache folder for this exact setting; the policy goes to its final/."""
+    setting = {"model": cfg.model, "world": str(world), "examples": cfg.warmup_examples, "steps": cfg.warmup_steps,
+               "batch": cfg.warmup_batch, "k": cfg.k, "seed": cfg.seed}
+    return cache_dir("demo-warmup", hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12])
+
+
+def is_cold_start_cached(cfg: DemoConfig, world: Path) -> bool:
+    return (cold_start_folder(cfg, world) / "final" / "config.json").is_file()
+
+
 def cold_start(cfg: DemoConfig, world: Path, engine: Any, *, progress: bool = True) -> str:
     """The warmed-up policy, from the cache when this exact setting ran before."""
     from zerosearch.data import load_qa
     from zerosearch.sft import SFTConfig
     from zerosearch.warmup import warm_start
 
-    setting = {"model": cfg.model, "world": str(world), "examples": cfg.warmup_examples, "steps": cfg.warmup_steps,
-               "batch": cfg.warmup_batch, "k": cfg.k, "seed": cfg.seed}
-    folder = cache_dir("demo-warmup", hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12])
-    if (folder / "final" / "config.json").is_file():
+    folder = cold_start_folder(cfg, world)
+    if is_cold_start_cached(cfg, world):
         print(f"cold start: reusing {folder / 'final'}")
         return str(folder / "final")
     summary = warm_start(cfg.model, load_qa(world / "train.jsonl"), engine, folder,
@@ -193,7 +205,7 @@ def _eval_bar(enabled: bool) -> Any:
     """One line per evaluated chunk with elapsed time and ETA (rich bars cannot nest inside the trainer's)."""
     if not enabled:
         return None
-    first: list[float] = []  # time and count at the first call (run_eval reports once before any work)
+    first: list[float] = []  # time and done-count at the first call (run_eval reports once before any work)
 
     def show(done: int, total: int, method: str) -> None:
         now = time.perf_counter()
