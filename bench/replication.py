@@ -64,7 +64,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from zerosearch.checkpoint import list_checkpoints
-    from zerosearch.config import TrainConfig
+    from zerosearch.config import TrainConfig, dump_config
     from zerosearch.data import load_qa, subsample
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.eval import EvalConfig, run_eval
@@ -87,7 +87,11 @@ def main() -> None:
     for arm in arms:
         cfg = TrainConfig.model_validate(arm_config(arm, base, world))
         run = out / arm
-        if not (run / "final" / "config.json").is_file():
+        if (run / "final" / "config.json").is_file():
+            if (run / "config.yaml").read_text(encoding="utf-8") != dump_config(cfg):
+                raise SystemExit(f"{run} holds an arm trained under other settings (see its config.yaml); pass "
+                                 "another --out, or the settings it was run with")
+        else:
             resume = bool(list_checkpoints(run))
             if run.exists() and not resume:  # killed before its first checkpoint: nothing to continue from
                 shutil.rmtree(run)

@@ -1,5 +1,6 @@
 """bench/replication.py as a smoke run (tiny-random, a miniature world, one GRPO step per arm): every arm trains
-and is evaluated, the per-seed table, plot and JSON are written, and a rerun resumes instead of retraining."""
+and is evaluated, the per-seed table, plot and JSON are written, a rerun resumes instead of retraining, and a
+rerun with other settings in the same folder is refused."""
 
 from __future__ import annotations
 
@@ -46,3 +47,7 @@ def test_replication_bench_smoke_and_resume(tmp_path: Path, monkeypatch: pytest.
     again = capsys.readouterr().out
     assert "== train" not in again
     assert json.loads((tmp_path / "results" / "replication-seed1.json").read_text())["results"] == saved["results"]
+
+    monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2"])  # other settings, same runs folder: refused
+    with pytest.raises(SystemExit, match="trained under other settings"):
+        bench.main()
