@@ -24,7 +24,8 @@ def test_stage_eta_leaves_out_a_stage_served_from_the_cache(capsys: pytest.Captu
     stages.start("cached", "", cached=True)  # ... and this one is a cache hit: 10 min per half leaves 5 for "c"
     clock[0] = 601.0
     stages.start("c", "")
-    assert "about 5 min to go" in capsys.readouterr().out.splitlines()[-1]
+    lines = capsys.readouterr().out.splitlines()
+    assert "about 5 min to go" in lines[-3] and "about 5 min to go" in lines[-1]
     clock[0] = 900.0
     assert stages.close() == {"a": 600.0, "cached": 1.0, "c": 299.0}
 

@@ -74,6 +74,8 @@ class Stages:
         work is left out of the ETA rather than counted as done."""
         self._finish()
         self._name, self._start, self._cached = name, self.clock(), cached
+        if cached:
+            self.planned -= self.weights[name]
         i = list(self.weights).index(name) + 1
         elapsed = self.clock() - self.t0
         # Extrapolate only once a real share of the work is done; the first stages are too short to tell.
@@ -84,9 +86,7 @@ class Stages:
     def _finish(self) -> None:
         if self._name is not None:
             self.seconds[self._name] = round(self.clock() - self._start, 1)
-            if self._cached:
-                self.planned -= self.weights[self._name]
-            else:
+            if not self._cached:
                 self.done += self.weights[self._name]
 
     def close(self) -> dict[str, float]:
