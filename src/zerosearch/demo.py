@@ -79,8 +79,9 @@ class Stages:
         i = list(self.weights).index(name) + 1
         elapsed = self.clock() - self.t0
         # Extrapolate only once a real share of the work is done; the first stages are too short to tell.
-        left = self.planned - self.done
-        eta = "" if not self.done or self.done < 0.2 * self.planned else f", about {elapsed / self.done * left / 60:.0f} min to go"
+        eta = ""
+        if self.done and self.done >= 0.2 * self.planned:
+            eta = f", about {elapsed / self.done * (self.planned - self.done) / 60:.0f} min to go"
         print(f"\n[{i}/{len(self.weights)}] {name}: {what}  ({elapsed / 60:.1f} min elapsed{eta})", flush=True)
 
     def _finish(self) -> None:
