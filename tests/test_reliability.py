@@ -466,7 +466,7 @@ def test_stale_checkpoint_partials_are_removed_on_resume_but_not_while_a_save_ru
         (p / "policy.safetensors").write_bytes(b"half")
         return p
     crashed, replaced = partial(".step-000010.k2j3h4.tmp"), partial(".step-000005.old-4242")
-    with open(root / ".lock", "a") as f:  # another process is saving right now: its folder is not stale
+    with open(tmp_path / ".checkpoints.lock", "a") as f:  # another process is saving right now: its folder is not stale
         fcntl.flock(f, fcntl.LOCK_EX)
         assert list_checkpoints(tmp_path) == [good] and crashed.exists() and replaced.exists()
         fcntl.flock(f, fcntl.LOCK_UN)

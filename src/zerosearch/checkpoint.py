@@ -9,7 +9,7 @@
 The directory appears under its final name only once complete (zerosearch.io.atomic_path), so a crash
 while saving leaves the previous checkpoint as the latest one, and its half-written `.step-*.tmp` folder
 (or a `.step-*.old-*` one, from a crash while replacing a checkpoint) behind. Those are removed the next
-time the checkpoints are listed (on `--resume`), unless another process holds `checkpoints/.lock`: a
+time the checkpoints are listed (on `--resume`), unless another process holds `.checkpoints.lock`: a
 writer holds it while it saves, so only folders of a writer that is gone count as stale.
 """
 
@@ -53,7 +53,7 @@ def save_checkpoint(run_dir: Path, step: int, *, policy: torch.nn.Module, critic
     from safetensors.torch import save_file
 
     ckpt = run_dir / "checkpoints" / f"step-{step:06d}"
-    with _writer_lock(ckpt.parent, wait=True):
+    with _writer_lock(run_dir, wait=True):
         with atomic_path(ckpt, is_dir=True) as tmp:
             save_file(_trainable_state(policy), str(tmp / "policy.safetensors"))
             if critic is not None:
@@ -66,11 +66,12 @@ def save_checkpoint(run_dir: Path, step: int, *, policy: torch.nn.Module, critic
 
 
 @contextlib.contextmanager
-def _writer_lock(root: Path, *, wait: bool) -> Iterator[bool]:
-    """Hold `root/.lock` (flock; released by the kernel if the process dies). Yields whether it was taken:
-    with `wait=False` it is not when another process is saving a checkpoint right now."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a") as f:
+def _writer_lock(run_dir: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold `run_dir/.checkpoints.lock` (flock; released by the kernel if the process dies; beside, not in,
+    checkpoints/, which holds checkpoints only). Yields whether it was taken: with `wait=False` it is not
+    when another process is saving a checkpoint right now."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".checkpoints.lock", "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -87,7 +88,7 @@ def remove_stale_partials(run_dir: Path) -> list[Path]:
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    with _writer_lock(root, wait=False) as free:
+    with _writer_lock(run_dir, wait=False) as free:
         if not free:  # a save is in progress: its temporary folder is not stale
             return []
         stale = sorted(p for pattern in (".step-*.tmp", ".step-*.old-*") for p in root.glob(pattern) if p.is_dir())
