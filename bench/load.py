@@ -103,7 +103,8 @@ async def fire(url: str, queries: list[str], k: int, concurrency: int) -> dict[s
             "requests_per_s": round(len(queries) / seconds, 1), "ok_per_s": round(ok / seconds, 1),
             "statuses": statuses, "errors": len(queries) - ok - statuses.get("503", 0),
             "client_p50_ms": pct(latencies, 0.5), "client_p99_ms": pct(latencies, 0.99),
-            "retry_after_present": all(retry_after) if retry_after else None, "first_error": first_error[0] if first_error else None}
+            "retry_after_present": all(retry_after) if retry_after else None,
+            "first_error": first_error[0] if first_error else None}
 
 
 def phase(corpus: Path, index_dir: str, queries: list[str], k: int, concurrency: int, *flags: str) -> dict[str, Any]:

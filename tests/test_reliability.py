@@ -281,7 +281,10 @@ def test_serve_refuses_a_non_loopback_host_without_a_token(corpus, fake_serve, c
 
 
 def test_loopback_hosts():
-    from zerosearch.cli.serve import is_loopback
+    from zerosearch.engines.server import is_loopback, serve
+
+    with pytest.raises(ValueError, match="reachable from other machines"):  # refused before anything is bound
+        serve(GatedEngine(delay=0), "0.0.0.0", free_port())
 
     assert is_loopback("127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("")
@@ -563,7 +566,7 @@ def test_a_qa_file_with_non_utf8_bytes_names_file_and_line_and_skip_bad_skips_it
     with pytest.raises(DataError, match=r"qa\.jsonl: line 2: not valid UTF-8 \(byte 0xe9 at byte 29 of the line"):
         read_qa(path)
     report = ReadReport(str(path))
-    assert [r.id for r in read_qa(path, skip_bad=True, report=report)] == ["qa-1", "qa-3"]  # bare numbers get the source
+    assert [r.id for r in read_qa(path, skip_bad=True, report=report)] == ["qa-1", "qa-3"]  # ids get the source
     assert report.skipped == 1 and "line 2: not valid UTF-8" in report.reasons[0]
 
     whole = tmp_path / "qa.json"

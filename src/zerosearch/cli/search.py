@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(e)) from None
     # The simulator's endpoint client turns a failed request into a "No results found." stand-in (so
     # training survives one bad request); asked directly, a failed search is an error, not an empty answer.
-    failed = [(q, d.meta.get("error")) for q, docs in zip(args.queries, results) for d in docs if d.meta.get("fallback")]
+    failed = [(q, d.meta.get("error")) for q, docs in zip(args.queries, results) for d in docs
+              if d.meta.get("fallback")]
     if failed:
         query, error = failed[0]
         raise CLIError(f"{len(failed)} of {len(requests)} searches failed; query {query!r}: {error}")

@@ -62,18 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=_at_least(1), help="most queries in one merged engine call (default: 64)")
 
 
-def is_loopback(host: str) -> bool:
-    """True when every address `host` resolves to is a loopback one (127.0.0.0/8, ::1)."""
-    import ipaddress
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return False
-    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
-
-
 def read_token(env_name: str | None) -> str | None:
     import os
 
@@ -92,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     from zerosearch.cli import CLIError
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.engines.server import serve
+    from zerosearch.engines.server import is_loopback, serve
 
     token = read_token(args.token_env)
     exposed = not is_loopback(args.host)
@@ -115,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                   f"(auth: {auth}; Ctrl-C stops)", flush=True)
 
         try:
-            serve(engine, args.host, args.port, default_k=cfg.k, on_ready=ready, token=token, **options)
+            serve(engine, args.host, args.port, default_k=cfg.k, on_ready=ready, token=token, insecure=args.insecure,
+                  **options)
         except OSError as e:  # address in use, unknown host, no permission for the port
             raise CLIError(f"cannot listen on {args.host}:{args.port}: {e}") from None
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; for a server that is a normal stop

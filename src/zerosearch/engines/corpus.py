@@ -111,9 +111,9 @@ class Corpus:
                     key = doc_id if doc_id is not None else str(len(starts))  # what `doc` will call it
                     if key in first_line:
                         if duplicate_ids == "error":
-                            raise ValueError(f"{where}: duplicate passage id {key!r} (first at {path}:{first_line[key]});"
-                                             " give every passage its own id, or keep the first of each "
-                                             "(--duplicate-ids keep-first)")
+                            raise ValueError(f"{where}: duplicate passage id {key!r} (first at "
+                                             f"{path}:{first_line[key]}); give every passage its own id, or "
+                                             "keep the first of each (--duplicate-ids keep-first)")
                         skipped += 1
                     else:
                         first_line[key] = lineno

@@ -41,7 +41,9 @@ def redactor(*secrets: str | None) -> Callable[[str], str]:
         alternatives.append("".join(parts))
     if not alternatives:
         return str
-    pattern = re.compile("|".join(alternatives), re.IGNORECASE)  # IGNORECASE: %2b and %2B; only hex differs
+    # IGNORECASE so that %2b matches as well as %2B; it also matches the raw letters in either case, which
+    # can only hide more than the secret, never less.
+    pattern = re.compile("|".join(alternatives), re.IGNORECASE)
     return lambda text: pattern.sub("***", text)
 
 
@@ -136,8 +138,8 @@ class HttpEngine(SearchEngine):
         k = max(requests[i].k for i in live)
         try:
             body = request_json(self._client, "POST", self._urls, retries=self.retries, backoff=self.backoff,
-                                counters=self.counters, redact=self._redact, json={"queries": [requests[i].query for i in live], "topk": k,
-                                      "return_scores": True})
+                                counters=self.counters, redact=self._redact,
+                                json={"queries": [requests[i].query for i in live], "topk": k, "return_scores": True})
             results = self._parse(body, len(live))
         except SearchError:
             self.counters.add(errors=1)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import math
 import queue
 import socket
@@ -569,6 +570,15 @@ def create_app(engine: SearchEngine, *, default_k: int = 5, max_queries: int = D
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """True when every address `host` resolves to is a loopback one (127.0.0.0/8, ::1)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """A bound listening socket (port 0: a free one), so the URL is known before uvicorn starts.
 
@@ -595,8 +605,13 @@ def _url(host: str, sock: socket.socket) -> str:
 
 
 def serve(engine: SearchEngine, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning",
-          on_ready: Callable[[str], None] | None = None, **app_options: Any) -> None:
-    """Serve `engine` until interrupted (Ctrl-C / SIGTERM); `on_ready(url)` once the port is bound."""
+          on_ready: Callable[[str], None] | None = None, insecure: bool = False, **app_options: Any) -> None:
+    """Serve `engine` until interrupted (Ctrl-C / SIGTERM); `on_ready(url)` once the port is bound.
+
+    A host other machines can reach needs `token=...` (see create_app), or `insecure=True`."""
+    if not is_loopback(host) and not app_options.get("token") and not insecure:
+        raise ValueError(f"host {host!r} is reachable from other machines: serve it with a bearer token, or pass "
+                         "insecure=True")
     sock = _listen(host, port)
     app = create_app(engine, **app_options)
     if on_ready is not None:

@@ -84,8 +84,8 @@ class SimulatedEngine(SearchEngine):
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self.counters = Counters(requests=0, queries=0, useful=0, noisy=0, drawn=0, docs=0, parse_repaired=0,
-                                 truncated=0, query_truncated=0, empty_results=0, fallbacks=0, leak_suspicious=0, leak_flagged=0,
-                                 leak_docs=0, leak_replaced=0, search_seconds=0.0,
+                                 truncated=0, query_truncated=0, empty_results=0, fallbacks=0, leak_suspicious=0,
+                                 leak_flagged=0, leak_docs=0, leak_replaced=0, search_seconds=0.0,
                                  **{f"parse_{f.name}": 0 for f in fields(ParseInfo)})
 
     @classmethod
@@ -130,7 +130,8 @@ class SimulatedEngine(SearchEngine):
         if tokenizer is None:
             return query, False
         budget = self.max_query_tokens
-        context = getattr(getattr(getattr(self.backend, "model", None), "config", None), "max_position_embeddings", None)
+        config = getattr(getattr(self.backend, "model", None), "config", None)
+        context = getattr(config, "max_position_embeddings", None)
         if isinstance(context, int):
             from zerosearch.prompts import render_prompt
 
