@@ -34,7 +34,8 @@ class FakeServer:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
-                fake.requests.append({"method": self.command, "path": parts.path, "query": query, "body": body})
+                fake.requests.append({"method": self.command, "path": parts.path, "query": query, "body": body,
+                                      "headers": dict(self.headers)})
                 status, answer = fake.handler(self.command, parts.path, query, body)
                 data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(status)

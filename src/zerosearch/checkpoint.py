@@ -7,13 +7,19 @@
         config.yaml           the run's config, to refuse resuming under a different one
 
 The directory appears under its final name only once complete (zerosearch.io.atomic_path), so a crash
-while saving leaves the previous checkpoint as the latest one.
+while saving leaves the previous checkpoint as the latest one, and its half-written `.step-*.tmp` folder
+(or a `.step-*.old-*` one, from a crash while replacing a checkpoint) behind. Those are removed the next
+time the checkpoints are listed (on `--resume`), unless another process holds `.checkpoints.lock`: a
+writer holds it while it saves, so only folders of a writer that is gone count as stale.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +53,57 @@ def save_checkpoint(run_dir: Path, step: int, *, policy: torch.nn.Module, critic
     from safetensors.torch import save_file
 
     ckpt = run_dir / "checkpoints" / f"step-{step:06d}"
-    with atomic_path(ckpt, is_dir=True) as tmp:
-        save_file(_trainable_state(policy), str(tmp / "policy.safetensors"))
-        if critic is not None:
-            save_file(_trainable_state(critic), str(tmp / "critic.safetensors"))
-        torch.save({"step": step, **trainer_state}, tmp / "trainer.pt")
-        atomic_write_text(tmp / "config.yaml", config_yaml)
+    with _writer_lock(run_dir, wait=True):
+        with atomic_path(ckpt, is_dir=True) as tmp:
+            save_file(_trainable_state(policy), str(tmp / "policy.safetensors"))
+            if critic is not None:
+                save_file(_trainable_state(critic), str(tmp / "critic.safetensors"))
+            torch.save({"step": step, **trainer_state}, tmp / "trainer.pt")
+            atomic_write_text(tmp / "config.yaml", config_yaml)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return ckpt
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
+@contextlib.contextmanager
+def _writer_lock(run_dir: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold `run_dir/.checkpoints.lock` (flock; released by the kernel if the process dies; beside, not in,
+    checkpoints/, which holds checkpoints only). Yields whether it was taken: with `wait=False` it is not
+    when another process is saving a checkpoint right now."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".checkpoints.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_partials(run_dir: Path) -> list[Path]:
+    """Delete the `.step-*.tmp` / `.step-*.old-*` folders a crashed save left; returns what was removed."""
     root = run_dir / "checkpoints"
-    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / "trainer.pt").is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    with _writer_lock(run_dir, wait=False) as free:
+        if not free:  # a save is in progress: its temporary folder is not stale
+            return []
+        stale = sorted(p for pattern in (".step-*.tmp", ".step-*.old-*") for p in root.glob(pattern) if p.is_dir())
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first; stale partial folders from a crashed save are removed first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    remove_stale_partials(run_dir)
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / "trainer.pt").is_file())
 
 
 def load_checkpoint(ckpt: Path, *, policy: torch.nn.Module, critic: torch.nn.Module | None) -> dict[str, Any]:

@@ -155,6 +155,10 @@ def _jsonable(x: Any) -> Any:
 # --- file readers ------------------------------------------------------------------------------------
 
 
+def _not_utf8(e: UnicodeDecodeError, column: int) -> str:
+    return f"not valid UTF-8 (byte {e.object[e.start]:#04x} at byte {column} of the line); re-encode the file as UTF-8"
+
+
 def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
     """Yield (location, row or parse error) for every row of a JSONL / JSON / parquet file."""
     suffix = path.suffix.lower()
@@ -164,7 +168,16 @@ def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
         for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
             yield f"row {i}", row
     elif suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:  # one JSON document: no row to skip, so name where it breaks
+            line, column = raw.count(b"\n", 0, e.start) + 1, e.start - raw.rfind(b"\n", 0, e.start)
+            raise DataError(f"{path}: line {line}: {_not_utf8(e, column)}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
         if isinstance(data, dict):
             data = data.get("data", data.get("examples"))
         if not isinstance(data, list):
@@ -172,8 +185,13 @@ def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
         for i, row in enumerate(data, start=1):
             yield f"item {i}", row if isinstance(row, dict) else TypeError(f"expected an object, got {type(row).__name__}")
     elif suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
+        with open(path, "rb") as f:  # decoded line by line, so a bad byte is one bad row, not a dead file
+            for i, raw_line in enumerate(f, start=1):
+                try:
+                    line = raw_line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield f"line {i}", ValueError(_not_utf8(e, e.start + 1))
+                    continue
                 if not line.strip():
                     continue
                 try:

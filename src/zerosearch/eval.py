@@ -20,21 +20,23 @@ uninterrupted run's. The table has the paper's layout: one row per method, one c
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zerosearch.data import QARecord, data_hash
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
-from zerosearch.io import append_jsonl, atomic_write_text, read_jsonl, truncate_jsonl
+from zerosearch.io import append_jsonl, atomic_write_text, truncate_jsonl
 from zerosearch.prompts import COT, DIRECT, R1, RAG, render_prompt
 from zerosearch.reward import answer_metrics, extract_answer
 from zerosearch.rollout import RolloutConfig, rollout
@@ -188,10 +190,56 @@ def run_eval(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: 
     header = {**(meta or {}), "engine": engine.identity() if engine is not None else None,
               "config": dataclasses.asdict(cfg),
               "data": {ds: {"n": len(rs), "hash": data_hash(rs)} for ds, rs in sorted(by_ds.items())}}
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _run_locked(records, backend, tokenizer, engine, cfg, out, header, by_ds, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One evaluation at a time per --out: two appending to the same predictions would count twice."""
+    with open(out / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another evaluation is writing to {out} right now; wait for it to finish or choose "
+                             "another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    """predictions.jsonl keyed by (method, dataset, id); a key written twice is refused with both lines, so a
+    question is never counted twice."""
+    rows = truncate_jsonl(path)  # drops the line an interrupted append cut short
+    if not rows:
+        return {}
+    # The line number of each row (blank lines hold none).
+    lines = [i for i, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1) if line.strip()]
+    out: dict[str, dict[str, Any]] = {}
+    first: dict[str, int] = {}
+    for lineno, row in zip(lines, rows):
+        try:
+            key = _key(row["method"], row["dataset"], row["id"])
+        except KeyError as e:
+            raise ValueError(f"{path}:{lineno}: prediction without field {e.args[0]!r}") from None
+        if key in out:
+            raise ValueError(f"{path}:{lineno}: duplicate prediction for method {row['method']!r}, dataset "
+                             f"{row['dataset']!r}, id {row['id']!r} (first at line {first[key]}); remove one of the "
+                             "two lines (or the folder) and rerun")
+        out[key], first[key] = row, lineno
+    return out
+
+
+def _run_locked(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: SearchEngine | None,
+                cfg: EvalConfig, out: Path, header: dict[str, Any], by_ds: dict[str, list[QARecord]],
+                progress: Callable[[int, int, str], None] | None) -> dict[str, Any]:
     _check_or_write_header(out / "eval.json", header)
 
     pred_path = out / "predictions.jsonl"
-    done = {_key(p["method"], p["dataset"], p["id"]) for p in truncate_jsonl(pred_path)}
+    done = set(_read_predictions(pred_path))
     total = len(records) * len(cfg.methods)
     finished = sum(_key(m, r.data_source, r.id) in done for m in cfg.methods for r in records)
     t0 = time.perf_counter()
@@ -208,7 +256,9 @@ def run_eval(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: 
             finished += len(chunk)
             if progress:
                 progress(finished, total, method)
-    rows = read_jsonl(pred_path)
+    # One row per (method, dataset, id) of this evaluation: n is the number of distinct questions.
+    wanted = {_key(m, r.data_source, r.id) for m in cfg.methods for r in records}
+    rows = [row for key, row in _read_predictions(pred_path).items() if key in wanted]
     summary = summarize(rows, cfg.methods, sorted(by_ds))
     result = {**header, "seconds_this_run": round(time.perf_counter() - t0, 1), "summary": summary}
     atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -5,7 +5,8 @@
         --question "Who designed the Eiffel Tower?" --answer "Gustave Eiffel" --mode noisy
 
 Prints rank, title, score and the start of each document, or with `--json` one line per query:
-`{"query", "results": [Document.to_dict(), ...]}`.
+`{"query", "results": [Document.to_dict(), ...]}`. A search that failed (engine unreachable, or the
+simulator's endpoint gave up on a query) exits with status 2 and the error, never as "no results".
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
             results = engine.search(requests)
         except SearchError as e:
             raise CLIError(str(e)) from None
+    # The simulator's endpoint client turns a failed request into a "No results found." stand-in (so
+    # training survives one bad request); asked directly, a failed search is an error, not an empty answer.
+    failed = [(q, d.meta.get("error")) for q, docs in zip(args.queries, results) for d in docs
+              if d.meta.get("fallback")]
+    if failed:
+        query, error = failed[0]
+        raise CLIError(f"{len(failed)} of {len(requests)} searches failed; query {query!r}: {error}")
     for query, docs in zip(args.queries, results):
         if args.json:
             print(json.dumps({"query": query, "results": [d.to_dict() for d in docs]}, ensure_ascii=False))

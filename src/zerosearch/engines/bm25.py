@@ -27,26 +27,28 @@ _LANGUAGE = "english"
 class BM25Engine(SearchEngine):
     name = "bm25"
 
-    def __init__(self, corpus: str | Path, *, index_dir: str | None = None):
+    def __init__(self, corpus: str | Path, *, index_dir: str | None = None, duplicate_ids: str = "error"):
         t0 = time.perf_counter()
         self._stemmer = Stemmer.Stemmer(_LANGUAGE)
         self._stemmer_lock = threading.Lock()  # PyStemmer objects are not thread-safe
         # Besides the corpus, everything the saved index depends on; a change rebuilds it.
         params = {"stemmer": _LANGUAGE, "stopwords": "en", "bm25s": bm25s.__version__, "method": "lucene"}
         self.corpus, self.index_path, meta = open_index(corpus, index_dir=index_dir, suffix="bm25s",
-                                                        params=params, build=self._build)
+                                                        params=params, build=self._build,
+                                                        duplicate_ids=duplicate_ids)
         self.fingerprint = meta["key"]["fingerprint"]
         # mmap: a wiki-scale index is several GB; pages are read only as queries touch them.
         self._bm25 = bm25s.BM25.load(self.index_path, mmap=True, show_progress=False)
         self.counters = Counters(requests=0, queries=0, no_results=0, errors=0, latency_s=0.0)
         self._index_stats = {"index_built": meta["built_now"], "index_build_s": meta["build_s"],
-                             "index_open_s": round(time.perf_counter() - t0, 3), "passages": len(self.corpus)}
+                             "index_open_s": round(time.perf_counter() - t0, 3), "passages": len(self.corpus),
+                             "duplicates_skipped": meta.get("duplicates_skipped", 0)}
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> BM25Engine:
         if not cfg.corpus:
             raise ValueError("the bm25 engine needs --corpus (a JSONL file of {id, title?, contents})")
-        return cls(cfg.corpus, index_dir=cfg.index_dir)
+        return cls(cfg.corpus, index_dir=cfg.index_dir, duplicate_ids=cfg.duplicate_ids)
 
     def _build(self, texts: list[str], folder: Path) -> None:
         tokens = bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, show_progress=False)

@@ -36,11 +36,15 @@ class EngineConfig:
     corpus: str | None = None
     index_dir: str | None = None
     embed_model: str | None = None  # dense: a sentence-transformers model dir or name
+    duplicate_ids: Literal["error", "keep-first"] = "error"  # a corpus repeating a passage id is refused
 
     # Remote engines: http retrieval server(s), or OpenAI-compatible simulator endpoint(s).
     # Several endpoints are load-balanced.
     endpoint: list[str] = field(default_factory=list)
     api_key_env: str = "SERPAPI_API_KEY"  # serpapi key (or OpenAI-compatible key) read from this variable
+    # Bearer token for an http endpoint (`zerosearch serve --token-env`) or the simulator's
+    # OpenAI-compatible one, read from this variable (None: no token); unset or empty is an error.
+    endpoint_token_env: str | None = None
     timeout: float = 30.0  # seconds per request
     retries: int = 3  # bounded; never retry forever
     backoff: float = 0.5  # seconds, doubled each retry
@@ -53,6 +57,7 @@ class EngineConfig:
     top_p: float = 1.0
     max_new_tokens: int = 400
     doc_words: int = 30
+    max_query_tokens: int = 128  # longer queries are cut (and to what the model's context can hold)
     batch_size: int = 8
     leak_guard: Literal["off", "flag", "replace"] = "flag"
     seed: int = 0
@@ -117,10 +122,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, default: str | None
     g.add_argument("--engine-config", help="YAML file of engine fields; flags override it")
     g.add_argument("--k", dest="engine_k", type=int, help="documents per query (default 5)")
     g.add_argument("--corpus", dest="engine_corpus", help="JSONL corpus for bm25/dense")
+    g.add_argument("--duplicate-ids", dest="engine_duplicate_ids", choices=("error", "keep-first"),
+                   help="a corpus with a repeated passage id: refuse it (default) or index the first of each")
     g.add_argument("--index-dir", dest="engine_index_dir", help="where to keep the index")
     g.add_argument("--embed-model", dest="engine_embed_model", help="dense: embedding model")
     g.add_argument("--endpoint", dest="engine_endpoint", help="URL(s), comma-separated, load-balanced")
     g.add_argument("--api-key-env", dest="engine_api_key_env", help="env var holding the API key")
+    g.add_argument("--endpoint-token-env", dest="engine_endpoint_token_env", metavar="NAME",
+                   help="env var holding the bearer token the --endpoint server wants (http, simulated)")
     g.add_argument("--timeout", dest="engine_timeout", type=float, help="seconds per request")
     g.add_argument("--retries", dest="engine_retries", type=int, help="bounded retries per request")
     g.add_argument("--backoff", dest="engine_backoff", type=float, help="first retry delay, doubled each time")
@@ -132,6 +141,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, default: str | None
     g.add_argument("--top-p", dest="engine_top_p", type=float, help="simulator nucleus sampling")
     g.add_argument("--max-new-tokens", dest="engine_max_new_tokens", type=int, help="simulator output budget")
     g.add_argument("--doc-words", dest="engine_doc_words", type=int, help="simulator words per document")
+    g.add_argument("--sim-max-query-tokens", dest="engine_max_query_tokens", type=int,
+                   help="simulator: cut longer queries to this many tokens (default 128)")
     g.add_argument("--sim-batch-size", dest="engine_batch_size", type=int, help="simulator generation batch")
     g.add_argument("--leak-guard", dest="engine_leak_guard", choices=("off", "flag", "replace"),
                    help="gold-answer leak check on simulated docs")

@@ -3,6 +3,10 @@
 A corpus is one passage a line: `{"id", "title"?, "contents"}`. Without `title`, Search-R1 corpora put it
 as a quoted first line of `contents` (`"Title"\\ntext`), which `split_title` takes off.
 
+Passage ids must be unique (a passage without an id is known by its row number): a duplicate is refused
+naming both lines, or with `duplicate_ids="keep-first"` the later rows are left out of the index (and
+counted), so one search never returns the same id twice.
+
 Only the byte offset of each line is kept in memory; passages are read from the file when returned, so
 a multi-GB corpus costs 8 bytes a passage. Indexes (BM25, embeddings) live in a folder keyed on the
 corpus fingerprint and are rebuilt, atomically and under a file lock, when the corpus changes.
@@ -26,6 +30,7 @@ from zerosearch.engines.base import Document
 from zerosearch.io import atomic_path, cache_dir
 
 _EDGE = 1 << 20  # bytes hashed at each end of the corpus for its fingerprint
+DUPLICATE_IDS = ("error", "keep-first")
 
 
 def split_title(contents: str) -> tuple[str, str]:
@@ -76,17 +81,23 @@ def fingerprint(path: Path) -> str:
 class Corpus:
     """A JSONL corpus addressed by row number (0-based, blank lines skipped), read lazily from disk."""
 
-    def __init__(self, path: str | Path, offsets: np.ndarray):
+    def __init__(self, path: str | Path, starts: np.ndarray, ends: np.ndarray):
         self.path = Path(path)
-        self.offsets = offsets  # n + 1 byte offsets: row i is bytes [offsets[i], offsets[i+1])
+        self.starts, self.ends = starts, ends  # row i is bytes [starts[i], ends[i]) of the file
         self._fd = os.open(self.path, os.O_RDONLY)  # os.pread needs no shared seek position: thread-safe
 
     @classmethod
-    def scan(cls, path: str | Path) -> tuple[Corpus, list[str]]:
-        """Read and validate every row; return the corpus and each passage's `title\\ntext` to index."""
+    def scan(cls, path: str | Path, *, duplicate_ids: str = "error") -> tuple[Corpus, list[str], int]:
+        """Read and validate every row; return the corpus, each passage's `title\\ntext` to index, and how
+        many rows were left out as duplicates of an earlier id (`duplicate_ids="keep-first"`)."""
+        if duplicate_ids not in DUPLICATE_IDS:
+            raise ValueError(f"duplicate_ids must be one of {', '.join(DUPLICATE_IDS)}, got {duplicate_ids!r}")
         path = Path(path)
         starts: list[int] = []
+        ends: list[int] = []
         texts: list[str] = []
+        first_line: dict[str, int] = {}
+        skipped = 0
         pos = 0
         with open(path, "rb") as f:
             for lineno, line in enumerate(f, start=1):
@@ -96,19 +107,30 @@ class Corpus:
                         row = json.loads(line)
                     except (json.JSONDecodeError, UnicodeDecodeError) as e:
                         raise ValueError(f"{where}: invalid JSON ({e})") from None
-                    _, title, text = passage(row, where)
-                    starts.append(pos)
-                    texts.append(f"{title}\n{text}" if title else text)
-                pos += len(line)  # a row runs to the next row's start; blank lines between parse as whitespace
+                    doc_id, title, text = passage(row, where)
+                    key = doc_id if doc_id is not None else str(len(starts))  # what `doc` will call it
+                    if key in first_line:
+                        if duplicate_ids == "error":
+                            raise ValueError(f"{where}: duplicate passage id {key!r} (first at "
+                                             f"{path}:{first_line[key]}); give every passage its own id, or "
+                                             "keep the first of each (--duplicate-ids keep-first)")
+                        skipped += 1
+                    else:
+                        first_line[key] = lineno
+                        starts.append(pos)
+                        ends.append(pos + len(line))
+                        texts.append(f"{title}\n{text}" if title else text)
+                pos += len(line)
         if not texts:
             raise ValueError(f"{path}: the corpus has no passages")
-        return cls(path, np.array([*starts, pos], dtype=np.int64)), texts
+        # Kept rows need not be adjacent once duplicates are left out: each has its own end.
+        return cls(path, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)), texts, skipped
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.starts)
 
     def doc(self, i: int, *, source: str, score: float | None = None) -> Document:
-        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        start, end = int(self.starts[i]), int(self.ends[i])
         row = json.loads(os.pread(self._fd, end - start, start))
         doc_id, title, text = passage(row, f"{self.path}: row {i}")
         return Document(title=title, text=text, source=source, id=doc_id if doc_id is not None else str(i),
@@ -150,18 +172,19 @@ def _read_meta(folder: Path) -> dict[str, Any] | None:
 
 
 def open_index(corpus_path: str | Path, *, index_dir: str | None, suffix: str, params: dict[str, Any],
-               build: Callable[[list[str], Path], None]) -> tuple[Corpus, Path, dict[str, Any]]:
+               build: Callable[[list[str], Path], None], duplicate_ids: str = "error"
+               ) -> tuple[Corpus, Path, dict[str, Any]]:
     """The corpus and its index folder, reused when it was built from this corpus with these `params`.
 
     `build(texts, folder)` writes the engine's files into a fresh folder that replaces the old one only
     once complete; `params` must name everything else the index depends on (model, tokenizer, ...).
     Returns (corpus, folder, meta): `meta["key"]["fingerprint"]` identifies the corpus, `meta["built_now"]`
-    says whether this call built the index.
+    says whether this call built the index, `meta["duplicates_skipped"]` how many rows keep-first left out.
     """
     corpus_path = Path(corpus_path)
     if not corpus_path.is_file():
         raise FileNotFoundError(f"corpus not found: {corpus_path}")
-    key = {"fingerprint": fingerprint(corpus_path), **params}
+    key = {"fingerprint": fingerprint(corpus_path), **params, "duplicate_ids": duplicate_ids}
     folder = index_location(corpus_path, index_dir, suffix)
     meta = _read_meta(folder)
     if meta is None or meta.get("key") != key:
@@ -169,12 +192,14 @@ def open_index(corpus_path: str | Path, *, index_dir: str | None, suffix: str, p
             meta = _read_meta(folder)  # another process may have built it while we waited
             if meta is None or meta.get("key") != key:
                 t0 = time.perf_counter()
-                corpus, texts = Corpus.scan(corpus_path)
+                corpus, texts, skipped = Corpus.scan(corpus_path, duplicate_ids=duplicate_ids)
                 with atomic_path(folder, is_dir=True) as tmp:
-                    np.save(tmp / "offsets.npy", corpus.offsets)
+                    np.save(tmp / "starts.npy", corpus.starts)
+                    np.save(tmp / "ends.npy", corpus.ends)
                     build(texts, tmp)
                     meta = {"key": key, "corpus": str(corpus_path), "passages": len(corpus),
-                            "build_s": round(time.perf_counter() - t0, 3)}
+                            "duplicates_skipped": skipped, "build_s": round(time.perf_counter() - t0, 3)}
                     (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
                 return corpus, folder, {**meta, "built_now": True}
-    return Corpus(corpus_path, np.load(folder / "offsets.npy")), folder, {**meta, "built_now": False}
+    return Corpus(corpus_path, np.load(folder / "starts.npy"), np.load(folder / "ends.npy")), folder, \
+        {**meta, "built_now": False}

@@ -41,7 +41,7 @@ class DenseEngine(SearchEngine):
     name = "dense"
 
     def __init__(self, corpus: str | Path, *, model: str | None = None, index_dir: str | None = None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, duplicate_ids: str = "error"):
         try:
             import faiss
             from sentence_transformers import SentenceTransformer
@@ -54,7 +54,8 @@ class DenseEngine(SearchEngine):
         self._model = SentenceTransformer(model or default_model())
         params = {"model": self.model_name}
         self.corpus, self.index_path, meta = open_index(corpus, index_dir=index_dir, suffix="dense",
-                                                        params=params, build=self._build)
+                                                        params=params, build=self._build,
+                                                        duplicate_ids=duplicate_ids)
         self.fingerprint = meta["key"]["fingerprint"]
         embeddings = np.load(self.index_path / "embeddings.npy")
         self._index = faiss.IndexFlatIP(embeddings.shape[1])
@@ -67,7 +68,7 @@ class DenseEngine(SearchEngine):
     def from_config(cls, cfg: EngineConfig) -> DenseEngine:
         if not cfg.corpus:
             raise ValueError("the dense engine needs --corpus (a JSONL file of {id, title?, contents})")
-        return cls(cfg.corpus, model=cfg.embed_model, index_dir=cfg.index_dir)
+        return cls(cfg.corpus, model=cfg.embed_model, index_dir=cfg.index_dir, duplicate_ids=cfg.duplicate_ids)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,

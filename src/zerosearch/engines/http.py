@@ -6,11 +6,15 @@ Protocol (Search-R1 `retrieval_server.py`): `POST {endpoint}/retrieve` with
 
 Several endpoints are used round-robin, one batch a request; a failed attempt moves on to the next
 endpoint after an exponential back-off, and after `retries` retries the batch fails with SearchError.
+A server behind a bearer token (`zerosearch serve --token-env`) gets it from the environment variable
+named by `endpoint_token_env`; it is sent in the Authorization header and scrubbed from every error.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +25,37 @@ from zerosearch.engines import Counters, SearchError
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.engines.config import EngineConfig
 from zerosearch.engines.corpus import passage
+
+
+def redactor(*secrets: str | None) -> Callable[[str], str]:
+    """A function replacing every occurrence of the secrets with `***`, in any mix of encodings a URL or
+    a log line may carry: raw, percent-encoded (either hex case, `/` kept or not) and `+` for space."""
+    alternatives = []
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        parts = []
+        for ch in secret:
+            forms = [re.escape(ch)] + ["".join(f"%{b:02x}" for b in ch.encode())]
+            if ch == " ":
+                forms.append(r"\+")
+            parts.append("(?:" + "|".join(forms) + ")")
+        alternatives.append("".join(parts))
+    if not alternatives:
+        return str
+    # IGNORECASE so that %2b matches as well as %2B; it also matches the raw letters in either case, which
+    # can only hide more than the secret, never less.
+    pattern = re.compile("|".join(alternatives), re.IGNORECASE)
+    return lambda text: pattern.sub("***", text)
+
+
+def token_from_env(env_name: str | None, what: str) -> str | None:
+    """The secret in environment variable `env_name` (None: not configured); unset or empty is an error,
+    never a silent request without it."""
+    if not env_name:
+        return None
+    token = os.environ.get(env_name, "").strip()
+    if not token:
+        raise ValueError(f"{what}: the environment variable {env_name} is unset or empty")
+    return token
 
 
 class _Transient(Exception):
@@ -56,7 +91,7 @@ def request_json(client: httpx.Client, method: str, urls: Callable[[], str], *, 
             if attempt < retries:
                 counters.add(retries=1)
                 time.sleep(backoff * 2**attempt)
-    raise SearchError(f"search failed after {retries + 1} attempts; last error: {last}")
+    raise SearchError(redact(f"search failed after {retries + 1} attempts; last error: {last}"))
 
 
 class RoundRobin:
@@ -73,7 +108,8 @@ class RoundRobin:
 class HttpEngine(SearchEngine):
     name = "http"
 
-    def __init__(self, endpoints: list[str], *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5):
+    def __init__(self, endpoints: list[str], *, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 token: str | None = None):
         if not endpoints:
             raise ValueError("the http engine needs --endpoint URL (several, comma-separated, are load-balanced)")
         if retries < 0:
@@ -81,12 +117,14 @@ class HttpEngine(SearchEngine):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._urls = RoundRobin([f"{e}/retrieve" for e in self.endpoints])
         self.retries, self.backoff = retries, backoff
-        self._client = httpx.Client(timeout=timeout)
+        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"} if token else None)
+        self._redact = redactor(token)
         self.counters = Counters(requests=0, queries=0, retries=0, errors=0, latency_s=0.0)
 
     @classmethod
     def from_config(cls, cfg: EngineConfig) -> HttpEngine:
-        return cls(cfg.endpoint, timeout=cfg.timeout, retries=cfg.retries, backoff=cfg.backoff)
+        return cls(cfg.endpoint, timeout=cfg.timeout, retries=cfg.retries, backoff=cfg.backoff,
+                   token=token_from_env(cfg.endpoint_token_env, "--endpoint-token-env"))
 
     def identity(self) -> str:
         return "http:" + ",".join(sorted(self.endpoints))
@@ -100,8 +138,8 @@ class HttpEngine(SearchEngine):
         k = max(requests[i].k for i in live)
         try:
             body = request_json(self._client, "POST", self._urls, retries=self.retries, backoff=self.backoff,
-                                counters=self.counters, json={"queries": [requests[i].query for i in live], "topk": k,
-                                      "return_scores": True})
+                                counters=self.counters, redact=self._redact,
+                                json={"queries": [requests[i].query for i in live], "topk": k, "return_scores": True})
             results = self._parse(body, len(live))
         except SearchError:
             self.counters.add(errors=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,22 +20,23 @@ import httpx
 from zerosearch.engines import Counters, SearchError
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.engines.config import EngineConfig
-from zerosearch.engines.http import RoundRobin, request_json
+from zerosearch.engines.http import RoundRobin, redactor, request_json
 
 DEFAULT_ENDPOINT = "https://serpapi.com/search.json"
 
 
 class _RedactKey(logging.Filter):
-    """httpx logs every request URL at INFO, and SerpAPI takes the key in the URL."""
+    """httpx logs every request URL at INFO, and SerpAPI takes the key in the URL (percent-encoded)."""
 
-    def __init__(self, key: str):
+    def __init__(self, redact: Callable[[str], str]):
         super().__init__()
-        self.key = key
+        self.redact = redact
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self.key in message:
-            record.msg, record.args = message.replace(self.key, "***"), None
+        scrubbed = self.redact(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
         return True
 
 
@@ -55,7 +57,9 @@ class SerpApiEngine(SearchEngine):
         self.retries, self.backoff = retries, backoff
         self._client = httpx.Client(timeout=timeout)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="serpapi")
-        self._log_filter = _RedactKey(key)
+        # A key with `+ / =` travels percent-encoded in the URL: scrub every encoding, not only the raw one.
+        self._redact = redactor(key)
+        self._log_filter = _RedactKey(self._redact)
         logging.getLogger("httpx").addFilter(self._log_filter)
         self.counters = Counters(requests=0, queries=0, retries=0, errors=0, no_results=0, latency_s=0.0)
 
@@ -66,9 +70,6 @@ class SerpApiEngine(SearchEngine):
 
     def identity(self) -> str:
         return "serpapi:google:" + ",".join(self.endpoints)
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._key, "***")
 
     def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
         t0 = time.perf_counter()

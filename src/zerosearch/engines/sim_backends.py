@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from zerosearch.engines import Counters, SearchError
-from zerosearch.engines.http import request_json
+from zerosearch.engines.http import redactor, request_json
 
 FinishReason = Literal["stop", "length", "error"]
 
@@ -185,10 +185,11 @@ class OpenAIBackend:
     def __init__(self, endpoints: Sequence[str], model: str, *, timeout: float = 30.0, retries: int = 3,
                  backoff: float = 0.5, api_key_env: str | None = "OPENAI_API_KEY", max_new_tokens: int = 400,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int | None = 0, concurrency: int = 32,
-                 max_dead_batches: int = 3, prefill: bool = False):
+                 max_dead_batches: int = 3, prefill: bool = False, token: str | None = None):
         """`prefill=True` sends the reply prefix as a final assistant message to continue (vLLM's
         `continue_final_message`); off by default because not every server accepts those fields, and the
-        parser reads outputs without the prefix as well."""
+        parser reads outputs without the prefix as well. `token` (a bearer token, e.g. a zerosearch or vLLM
+        `--api-key` server's) takes the place of the key in `api_key_env`."""
         if not endpoints:
             raise ValueError("the OpenAI-compatible simulator needs at least one endpoint URL")
         if retries < 0 or backoff < 0 or timeout <= 0:
@@ -201,8 +202,9 @@ class OpenAIBackend:
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.max_dead_batches, self.prefill = max_dead_batches, prefill
-        key = os.environ.get(api_key_env) if api_key_env else None
+        key = token or (os.environ.get(api_key_env) if api_key_env else None)
         self._key = key
+        self._scrub = redactor(key)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(timeout=timeout, headers=headers)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sim-openai")
@@ -217,7 +219,7 @@ class OpenAIBackend:
                 f":max={self.max_new_tokens}")
 
     def _redact(self, s: str) -> str:
-        return s.replace(self._key, "***") if self._key else s
+        return self._scrub(s)
 
     def _one(self, prompt: str, stop: Sequence[str], prefix: str, seed: int | None) -> Generation:
         messages = [{"role": "user", "content": prompt}]

@@ -14,6 +14,11 @@ For each `SearchRequest` the engine
 Answer-blind engines (`answer_blind=True`, for evaluation) never put a question or answer in a prompt and
 report `sees_gold_answers = False`.
 
+A query longer than `max_query_tokens` tokens (the in-process model's tokenizer), or than what the
+model's context can hold beside the rest of the prompt and `max_new_tokens`, is cut to fit (counted in
+`query_truncated`, marked `meta["query_truncated"]`): one pasted page must not hold the model for minutes.
+The HTTP server also caps queries in characters (`max_query_chars`), which covers remote backends.
+
 A request the backend gave up on (see `sim_backends`) gets one document, "No results found.", with
 `meta["fallback"] = True` and the error: the policy sees what a search engine shows for a failed search,
 and the trainer can find and drop such trajectories. Documents per request: `min(request.k, k)`.
@@ -25,13 +30,14 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from zerosearch.curriculum import draw_mode
 from zerosearch.engines import Counters
 from zerosearch.engines.base import DocMode, Document, SearchEngine, SearchRequest
 from zerosearch.engines.config import EngineConfig
+from zerosearch.engines.http import token_from_env
 from zerosearch.engines.leak import LeakGuard
 from zerosearch.engines.sim_backends import Generation, OpenAIBackend, SimBackend, TransformersBackend
 from zerosearch.engines.sim_prompts import (
@@ -58,9 +64,12 @@ class SimulatedEngine(SearchEngine):
     name = "simulated"
 
     def __init__(self, backend: SimBackend, *, k: int = 5, sim_mode: SimFamily = "prompt", answer_blind: bool = False,
-                 doc_words: int = 30, leak_guard: str = "flag", seed: int = 0, guard: LeakGuard | None = None):
-        if k < 1 or doc_words < 1:
-            raise ValueError(f"k and doc_words must be >= 1, got k={k}, doc_words={doc_words}")
+                 doc_words: int = 30, leak_guard: str = "flag", seed: int = 0, guard: LeakGuard | None = None,
+                 max_query_tokens: int = 128):
+        if k < 1 or doc_words < 1 or max_query_tokens < 1:
+            raise ValueError(f"k, doc_words and max_query_tokens must be >= 1, got k={k}, doc_words={doc_words}, "
+                             f"max_query_tokens={max_query_tokens}")
+        self.max_query_tokens = max_query_tokens
         if sim_mode not in SIM_FAMILIES:
             raise ValueError(f"sim_mode must be one of {SIM_FAMILIES}, got {sim_mode!r}")
         if leak_guard not in LEAK_GUARDS:
@@ -75,8 +84,8 @@ class SimulatedEngine(SearchEngine):
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self.counters = Counters(requests=0, queries=0, useful=0, noisy=0, drawn=0, docs=0, parse_repaired=0,
-                                 truncated=0, empty_results=0, fallbacks=0, leak_suspicious=0, leak_flagged=0,
-                                 leak_docs=0, leak_replaced=0, search_seconds=0.0,
+                                 truncated=0, query_truncated=0, empty_results=0, fallbacks=0, leak_suspicious=0,
+                                 leak_flagged=0, leak_docs=0, leak_replaced=0, search_seconds=0.0,
                                  **{f"parse_{f.name}": 0 for f in fields(ParseInfo)})
 
     @classmethod
@@ -84,15 +93,16 @@ class SimulatedEngine(SearchEngine):
         backend: SimBackend
         if cfg.endpoint:
             key_env = "OPENAI_API_KEY" if cfg.api_key_env == _SERPAPI_KEY_ENV else cfg.api_key_env
+            token = token_from_env(cfg.endpoint_token_env, "--endpoint-token-env")
             backend = OpenAIBackend(cfg.endpoint, cfg.model, timeout=cfg.timeout, retries=cfg.retries,
-                                    backoff=cfg.backoff, api_key_env=key_env,
+                                    backoff=cfg.backoff, api_key_env=key_env, token=token,
                                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                     seed=cfg.seed)
         else:
             backend = TransformersBackend(cfg.model, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                                           temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
         return cls(backend, k=cfg.k, sim_mode=cfg.sim_mode, answer_blind=cfg.answer_blind, doc_words=cfg.doc_words,
-                   leak_guard=cfg.leak_guard, seed=cfg.seed)
+                   leak_guard=cfg.leak_guard, seed=cfg.seed, max_query_tokens=cfg.max_query_tokens)
 
     def identity(self) -> str:
         context = "blind" if self.answer_blind else "gold"
@@ -112,6 +122,30 @@ class SimulatedEngine(SearchEngine):
                 "gold-aware simulator needs; pass them on every SearchRequest (never borrowed from another row) "
                 "or use an answer-blind simulator")
         return question, answer
+
+    def _clip_query(self, i: int, query: str, prompt_without_query: str) -> tuple[str, bool]:
+        """`query` cut to `max_query_tokens` tokens and to the room the model's context leaves beside the
+        rest of the prompt and the reply; unchanged for backends without a local tokenizer."""
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        if tokenizer is None:
+            return query, False
+        budget = self.max_query_tokens
+        config = getattr(getattr(self.backend, "model", None), "config", None)
+        context = getattr(config, "max_position_embeddings", None)
+        if isinstance(context, int):
+            from zerosearch.prompts import render_prompt
+
+            rest = len(tokenizer(render_prompt(prompt_without_query, tokenizer) + REPLY_PREFIX,
+                                 add_special_tokens=False).input_ids)
+            room = context - rest - int(getattr(self.backend, "max_new_tokens", 0))
+            if room < 1:
+                raise ValueError(f"request {i}: the simulator prompt alone ({rest} tokens) leaves no room for the "
+                                 f"query in the model's {context}-token context; shorten the question")
+            budget = min(budget, room)
+        ids = tokenizer(query, add_special_tokens=False).input_ids
+        if len(ids) <= budget:
+            return query, False
+        return tokenizer.decode(ids[:budget], skip_special_tokens=True), True
 
     def _mode(self, r: SearchRequest) -> tuple[DocMode, bool]:
         """(mode, drawn): the explicit mode, else a draw with noise_prob, else useful."""
@@ -159,17 +193,27 @@ class SimulatedEngine(SearchEngine):
         contexts = {i: self._context(i, requests[i]) for i in live}  # refuse the whole call before generating
         prompts: dict[int, tuple[str, int]] = {}
         modes: dict[int, DocMode] = {}
+        requests = list(requests)  # the caller's list stays as it was; clipped queries replace ours
+        clipped: set[int] = set()
         for i in live:
             r = requests[i]
             modes[i], drawn = self._mode(r)
             self.counters.add(**{modes[i]: 1}, drawn=int(drawn))
             n = min(r.k, self.k)
             question, answer = contexts[i]
-            prompts[i] = (render_sim_prompt(r.query, n, modes[i], question, answer, words=self.doc_words,
+            query, cut = self._clip_query(i, r.query, render_sim_prompt("", n, modes[i], question, answer,
+                                                                        words=self.doc_words, family=self.sim_mode))
+            if cut:
+                requests[i] = replace(r, query=query)
+                clipped.add(i)
+            prompts[i] = (render_sim_prompt(query, n, modes[i], question, answer, words=self.doc_words,
                                             family=self.sim_mode), n)
+        self.counters.add(query_truncated=len(clipped))
         gens = self._generate(prompts)
         for i in live:
             meta: dict[str, Any] = {"mode": modes[i], "row_id": requests[i].row_id}
+            if i in clipped:
+                meta["query_truncated"] = True
             if self.leak_guard != "off":
                 meta["leak"] = False
             out[i] = self._documents(gens[i], prompts[i][1], meta)
