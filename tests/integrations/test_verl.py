@@ -266,7 +266,7 @@ def test_response_never_exceeds_verls_response_length(tmp_path: Path, model_dirs
     out = run_worker(worker, batch)
     r = row(out, 0)
     assert len(r["response"]) == RESPONSE_LEN  # cut at the budget, never beyond veRL's padding width
-    assert out.non_tensor_batch["zerosearch_end"][0] == "context"
+    assert out.non_tensor_batch["zerosearch/end/context"][0] == 1.0
     assert all(c["params"]["max_tokens"] <= 300 for c in server.calls)
 
 
@@ -293,9 +293,14 @@ def test_p_follows_the_training_step_v1_column_and_legacy_meta_info(tmp_path: Pa
         batch.non_tensor_batch["global_steps"] = np.array([step] * len(batch), dtype=object)
         out = run_worker(plain, batch)
         seen.append(noise_probs(engine))
-        assert list(out.non_tensor_batch["zerosearch_noise_prob"]) == pytest.approx([p(step)] * 2)
+        assert list(out.non_tensor_batch["zerosearch/noise_prob"]) == pytest.approx([p(step)] * 2)
+        assert list(out.non_tensor_batch["zerosearch/step"]) == [step, step]
     assert seen == [pytest.approx([p(s)] * 2) for s in (1, 2, 3, 4)]
     assert seen[0][0] < seen[1][0] < seen[2][0] < seen[3][0] == pytest.approx(0.5)
+    batch = exported_batch(tmp_path, tok)  # the validation veRL runs before training: step 0, p_start
+    batch.non_tensor_batch["global_steps"] = np.array([0, 0], dtype=object)
+    run_worker(plain, batch, validate=True)
+    assert noise_probs(engine) == [0.0, 0.0]
     # The legacy trainer: the step only in meta_info. veRL's own worker does not pass it on ...
     with pytest.raises(RuntimeError, match="no training step reached the agent loop"):
         run_worker(AgentLoopWorker(cfg, FakeRolloutServer(tok)), exported_batch(tmp_path, tok), global_steps=2)
@@ -371,18 +376,18 @@ def test_compute_score_through_veRLs_reward_hook(tmp_path: Path, model_dirs: dic
     scores = out.batch["rm_scores"].sum(-1).tolist()
     assert scores == [0.0, 1.0]  # the document's answer is not the policy's
     assert list(out.non_tensor_batch["em"]) == [0.0, 1.0] and list(out.non_tensor_batch["answered"]) == [0.0, 1.0]
-    assert set(out.meta_info["reward_extra_keys"]) == {"score", "f1", "em", "cover_em", "answered"}
+    assert set(out.meta_info["reward_extra_keys"]) == {"score", "f1", "em", "cover_em", "answered", "valid_format"}
     assert list(out.non_tensor_batch["cover_em"]) == [0.0, 1.0]
 
 
 def test_compute_score_values() -> None:
     s = compute_score("nq", "<answer> the Eiffel Tower </answer>", {"target": np.array(["Eiffel Tower", "x"])})
-    assert s == {"score": 1.0, "em": 1.0, "cover_em": 1.0, "f1": 1.0, "answered": 1.0}
+    assert s == {"score": 1.0, "em": 1.0, "cover_em": 1.0, "f1": 1.0, "answered": 1.0, "valid_format": 1.0}
     s = compute_score("nq", "<answer> Gustave Eiffel tower </answer>", ["Eiffel Tower"])
     assert s["score"] == pytest.approx(f1_reward("<answer> Gustave Eiffel tower </answer>", ["Eiffel Tower"]))
     assert s["score"] == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1)) and s["em"] == 0.0 and s["cover_em"] == 1.0
     assert compute_score("nq", "I do not know", "Paris") == {"score": 0.0, "em": 0.0, "cover_em": 0.0, "f1": 0.0,
-                                                             "answered": 0.0}
+                                                             "answered": 0.0, "valid_format": 0.0}
     # without the agent loop's policy text (tool agent): inserted blocks are removed before extraction
     text = "<search> q </search><tool_response><answer> Paris </answer></tool_response> no answer"
     assert compute_score("nq", text, ["Paris"])["score"] == 0.0

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=("verl",), help="the target engine's data layout")
     parser.add_argument("--data", required=True, help="QA file(s), comma-separated, and/or world[:split]")
     parser.add_argument("--out", required=True, help="output file (.parquet)")
-    parser.add_argument("--split", default="train", help="written to extra_info.split (default: %(default)s)")
+    parser.add_argument("--split", default="train",
+                        help="the world's split for a bare `world`, and extra_info.split (default: %(default)s)")
     parser.add_argument("--agent-name", default="zerosearch_agent",
                         help="veRL agent loop per row (default: %(default)s; tool_agent for the drop-in tool)")
     parser.add_argument("--limit", type=int, help="a seeded sample of N questions per data source")
@@ -26,15 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zerosearch.data import resolve_qa
+    from zerosearch.integrations.common import load_records
     from zerosearch.integrations.verl.data import verl_rows, write_verl_parquet
 
     if not args.out.endswith(".parquet"):
         raise ValueError(f"--out {args.out!r}: veRL reads .parquet files; name the output *.parquet")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    records, _ = resolve_qa(args.data, limit=args.limit, seed=args.seed, world_dir=args.world_dir,
-                            default_split="train")
+    records, _ = load_records(args.data, world_dir=args.world_dir, split=args.split, limit=args.limit, seed=args.seed)
     n = write_verl_parquet(args.out, verl_rows(records, split=args.split, agent_name=args.agent_name))
     sources = sorted({r.data_source for r in records})
     print(f"wrote {n} rows ({', '.join(sources)}) to {args.out} [format verl, agent {args.agent_name}]")

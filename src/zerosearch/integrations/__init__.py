@@ -1,3 +1,2 @@
-"""zerosearch inside other RL engines (optional extras): each subpackage plugs zerosearch's protocol,
-engines, curriculum and reward into one engine without forking it. Nothing here is imported by the
-core package."""
+"""zerosearch inside outside RL engines: `common` (shared by every integration, no extra dependency) and
+`trl` (trl.GRPOTrainer; `pip install zerosearch[trl]`). Nothing here is imported by the core package."""

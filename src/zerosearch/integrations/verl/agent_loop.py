@@ -41,12 +41,14 @@ from uuid import uuid4
 from pydantic import BaseModel, ConfigDict, Field
 
 from zerosearch.config import CurriculumSection
-from zerosearch.curriculum import Curriculum, FixedSchedule, NoiseSchedule
+from zerosearch.curriculum import FixedSchedule, NoiseSchedule
 from zerosearch.data import QARecord
 from zerosearch.engines import SearchEngine
+from zerosearch.integrations.common import noise_prob as common_noise_prob
+from zerosearch.integrations.common import noise_schedule, policy_text, rollout_metrics
 from zerosearch.integrations.verl.engine import shared_engine
 from zerosearch.generation import GenOutput, StopReason
-from zerosearch.rollout import RolloutConfig, Trajectory, encode_prompt, rollout
+from zerosearch.rollout import Rollout, RolloutConfig, Trajectory, encode_prompt, rollout
 
 from verl.experimental.agent_loop.agent_loop import (  # noqa: E402  (the optional dependency)
     AgentLoopBase,
@@ -109,12 +111,18 @@ def _plain(x: Any) -> Any:
 
 def build_schedule(c: AgentCurriculumSection, trainer_total_steps: int | None) -> NoiseSchedule:
     if c.fixed is not None:
-        return FixedSchedule(c.fixed)
+        return noise_schedule(1, fixed=c.fixed)
     total = c.total_steps or trainer_total_steps
     if not total or total < 1:
         raise ValueError("zerosearch_agent: the curriculum needs curriculum.total_steps in the agent-loop "
                          "config or trainer.total_training_steps in veRL's config (got neither)")
-    return Curriculum(c.p_start, c.p_end, int(total), c.base)
+    return noise_schedule(int(total), p_start=c.p_start, p_end=c.p_end, base=c.base)
+
+
+def step_noise_prob(schedule: NoiseSchedule, global_steps: int) -> float:
+    """veRL's `global_steps` is 1 at the first update (as zerosearch's trainer numbers them), 0 for the
+    validation that runs before training: p(global_steps), p_start at 0."""
+    return schedule(0) if global_steps <= 0 else common_noise_prob(schedule, global_steps - 1)
 
 
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
@@ -234,37 +242,11 @@ def count_turns(t: Trajectory, max_turns: int) -> int:
     return 1 + t.turns + t.searches + corrective + int(forced)
 
 
-def policy_text(t: Trajectory, tokenizer: Any) -> str:
-    """What the policy wrote, turn by turn: the decoded runs of mask-1 ids. Every generation is followed
-    by an inserted block or ends the row, so the runs are the turns and this is the text the rollout
-    scored (`zerosearch.rollout`'s per-turn texts, joined)."""
-    runs, cur = [], []
-    for tok, m in zip(t.response_ids, t.info_mask):
-        if m:
-            cur.append(tok)
-        elif cur:
-            runs.append(cur)
-            cur = []
-    if cur:
-        runs.append(cur)
-    return "".join(tokenizer.decode(r, skip_special_tokens=False) for r in runs)
-
-
-def trajectory_fields(t: Trajectory, text: str, noise_prob: float | None, step: int | None) -> dict[str, Any]:
-    """What veRL keeps per sample (`extra_fields`, handed to the reward function in `extra_info`): the
-    policy's own text, and zerosearch's per-trajectory statistics."""
-    return {
-        POLICY_TEXT_KEY: text,
-        "zerosearch_reward": t.reward, "zerosearch_em": t.metrics.get("em", 0.0),
-        "zerosearch_cover_em": t.metrics.get("cover_em", 0.0), "zerosearch_f1": t.metrics.get("f1", 0.0),
-        "zerosearch_end": str(t.end), "zerosearch_turns": t.turns, "zerosearch_searches": t.searches,
-        "zerosearch_valid_actions": t.valid_actions, "zerosearch_invalid_actions": t.invalid_actions,
-        "zerosearch_noisy_draws": sum(d == "noisy" for d in t.draws),
-        "zerosearch_useful_draws": sum(d == "useful" for d in t.draws),
-        "zerosearch_engine_fallbacks": t.engine_fallbacks, "zerosearch_truncation": dict(t.truncation),
-        "zerosearch_noise_prob": noise_prob, "zerosearch_step": step, "zerosearch_queries": list(t.queries),
-        "turn_scores": [], "tool_rewards": [],  # the schema veRL's own loops keep
-    }
+def trajectory_fields(ro: Rollout, text: str, noise_prob: float | None, step: int | None) -> dict[str, Any]:
+    """What veRL keeps per sample (`extra_fields`; the reward function gets them in `extra_info`): the
+    policy's own text and zerosearch's rollout metrics for this trajectory (the names TRL's logs use)."""
+    return {POLICY_TEXT_KEY: text, **rollout_metrics(ro, noise_prob=noise_prob),
+            "zerosearch/step": -1 if step is None else step, "turn_scores": [], "tool_rewards": []}
 
 
 # --- the agent loop ---------------------------------------------------------------------------------
@@ -289,14 +271,14 @@ class ZeroSearchAgentLoop(AgentLoopBase):
 
     def noise_prob(self, global_steps: Any) -> float:
         if isinstance(self.schedule, FixedSchedule):
-            return self.schedule.p(0)
+            return self.schedule(0)
         if global_steps is None:
             raise RuntimeError(
                 "zerosearch_agent: no training step reached the agent loop. With trainer.use_v1=false set "
                 "actor_rollout_ref.rollout.agent.agent_loop_manager_class="
                 "zerosearch.integrations.verl.agent_loop.ZeroSearchAgentLoopManager (or use a fixed "
                 "curriculum.fixed noise probability)")
-        return self.schedule.p(int(global_steps))
+        return step_noise_prob(self.schedule, int(global_steps))
 
     def rollout_config_for(self, prompt_tokens: int) -> RolloutConfig:
         r = self.settings.rollout
@@ -306,7 +288,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
                              max_total_tokens=prompt_tokens + self.response_length)
 
     def run_row(self, record: QARecord, backend: VerlServerBackend, engine: SearchEngine,
-                noise_prob: float | None, sampling_params: dict[str, Any]) -> tuple[Trajectory, RolloutConfig]:
+                noise_prob: float | None, sampling_params: dict[str, Any]) -> tuple[Rollout, RolloutConfig]:
         """zerosearch's rollout for one row (runs in a worker thread)."""
         probe = RolloutConfig(max_prompt_tokens=self.prompt_length,
                               max_total_tokens=self.prompt_length + self.response_length,
@@ -315,8 +297,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         cfg = self.rollout_config_for(len(prompt))
         cfg.temperature = float(sampling_params.get("temperature", 1.0))
         cfg.top_p = float(sampling_params.get("top_p", 1.0))
-        traj = rollout([record], backend, self.tokenizer, engine, cfg, noise_prob=noise_prob)[0]
-        return traj, cfg
+        return rollout([record], backend, self.tokenizer, engine, cfg, noise_prob=noise_prob), cfg
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         record = record_from_kwargs(kwargs)
@@ -330,16 +311,17 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         engine = shared_engine(self.settings.engine, window_s=self.settings.engine_batch_window_s,
                                max_batch=self.settings.engine_max_batch)
         t0 = time.perf_counter()
-        traj, cfg = await self.loop.run_in_executor(_pool(self.settings.max_threads), self.run_row, record, backend,
+        ro, cfg = await self.loop.run_in_executor(_pool(self.settings.max_threads), self.run_row, record, backend,
                                                      engine, noise_prob, sampling_params)
         total = time.perf_counter() - t0
-        return to_output(traj, cfg, policy_text(traj, self.tokenizer), noise_prob, step, gen_seconds=backend.gen_seconds,
+        return to_output(ro, cfg, self.tokenizer, noise_prob, step, gen_seconds=backend.gen_seconds,
                          other_seconds=max(total - backend.gen_seconds, 0.0), num_preempted=backend.num_preempted)
 
 
-def to_output(t: Trajectory, cfg: RolloutConfig, text: str, noise_prob: float | None, step: int | None, *,
+def to_output(ro: Rollout, cfg: RolloutConfig, tokenizer: Any, noise_prob: float | None, step: int | None, *,
               gen_seconds: float, other_seconds: float, num_preempted: int = -1) -> AgentLoopOutput:
-    fields = trajectory_fields(t, text, noise_prob, step)
+    (t,) = ro
+    fields = trajectory_fields(ro, policy_text(t.response_ids, t.info_mask, tokenizer), noise_prob, step)
     return AgentLoopOutput(
         prompt_ids=list(t.prompt_ids), response_ids=list(t.response_ids), response_mask=list(t.info_mask),
         response_logprobs=list(t.sampler_logprobs) if t.sampler_logprobs else None,

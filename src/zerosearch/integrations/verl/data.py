@@ -17,23 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.data import QARecord
+from zerosearch.integrations.common import qa_rows
 from zerosearch.prompts import search_agent_prompt
 
 AGENT_NAME = "zerosearch_agent"  # = agent_loop.AGENT_NAME (this module must not import veRL)
 
 
-def verl_row(rec: QARecord, index: int, *, split: str = "train", agent_name: str = AGENT_NAME,
+def verl_row(qa: dict[str, Any], index: int, *, split: str = "train", agent_name: str = AGENT_NAME,
              tool_name: str = "search") -> dict[str, Any]:
-    golds = [str(a) for a in rec.golden_answers]
-    create = {"id": rec.id, "question": rec.question, "ground_truth": {"target": golds}, "golden_answers": golds,
-              "data_source": rec.data_source}
+    """One veRL row from one `zerosearch.integrations.common.qa_rows` row."""
+    golds = [str(a) for a in qa["golden_answers"]]
+    create = {"id": qa["id"], "question": qa["question"], "ground_truth": {"target": golds}, "golden_answers": golds,
+              "data_source": qa["data_source"]}
     return {
-        "data_source": rec.data_source,
-        "prompt": [{"role": "user", "content": search_agent_prompt(rec.question, chat=False)}],
+        "data_source": qa["data_source"],
+        "prompt": [{"role": "user", "content": search_agent_prompt(qa["question"], chat=False)}],
         "ability": "search",
         "agent_name": agent_name,
         "reward_model": {"style": "rule", "ground_truth": {"target": golds}},
-        "extra_info": {"index": index, "id": rec.id, "question": rec.question, "golden_answers": golds,
+        "extra_info": {"index": index, "id": qa["id"], "question": qa["question"], "golden_answers": golds,
                        "split": split, "agent_name": agent_name, "need_tools_kwargs": True,
                        "tools_kwargs": {tool_name: {"create_kwargs": create}}},
     }
@@ -45,7 +47,7 @@ def verl_rows(records: Sequence[QARecord], **kw: Any) -> list[dict[str, Any]]:
     if dup is not None:
         raise ValueError(f"QA rows share the id {dup!r}: give each row a unique id (the engine and veRL's "
                          "grouping key on it)")
-    return [verl_row(r, i, **kw) for i, r in enumerate(records)]
+    return [verl_row(r, i, **kw) for i, r in enumerate(qa_rows(records))]
 
 
 def write_verl_parquet(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:

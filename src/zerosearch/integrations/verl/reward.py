@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from zerosearch.reward import answer_metrics, extract_answer, f1_reward
+from zerosearch.integrations.common import score_policy
 
 POLICY_TEXT_KEY = "zerosearch_policy_text"  # = agent_loop.POLICY_TEXT_KEY (this module must not import veRL)
 _INSERTED = re.compile(r"<(information|tool_response)>.*?</\1>", re.DOTALL)
@@ -42,13 +42,12 @@ def policy_text(solution_str: str, extra_info: dict[str, Any] | None) -> str:
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None = None,
                   format_weight: float = 0.0, **_: Any) -> dict[str, float]:
-    """{"score": F1 reward, "f1", "em", "cover_em", "answered"}. `format_weight` (Search-R1's format term,
-    off by default) comes from `reward.custom_reward_function.reward_kwargs`."""
+    """{"score": the F1 reward, "f1", "em", "cover_em", "answered", "valid_format"}
+    (`zerosearch.integrations.common.score_policy`). `format_weight` (Search-R1's format term, off by
+    default) comes from `reward.custom_reward_function.reward_kwargs`."""
     golds = gold_answers(ground_truth)
     if not golds:
         raise ValueError(f"zerosearch compute_score: no gold answers in ground_truth={ground_truth!r} "
                          f"(data_source {data_source!r})")
-    text = policy_text(solution_str, extra_info)
-    answer = extract_answer(text)
-    return {"score": f1_reward(text, golds, format_weight=format_weight), **answer_metrics(answer, golds),
-            "answered": float(answer is not None)}
+    scores = score_policy(policy_text(solution_str, extra_info), golds, format_weight=format_weight)
+    return {"score": scores.pop("reward"), **scores}
