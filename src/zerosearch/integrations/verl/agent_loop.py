@@ -44,10 +44,10 @@ from zerosearch.config import CurriculumSection
 from zerosearch.curriculum import FixedSchedule, NoiseSchedule
 from zerosearch.data import QARecord
 from zerosearch.engines import SearchEngine
+from zerosearch.generation import GenOutput, StopReason
 from zerosearch.integrations.common import noise_prob as common_noise_prob
 from zerosearch.integrations.common import noise_schedule, policy_text, rollout_metrics
 from zerosearch.integrations.verl.engine import shared_engine
-from zerosearch.generation import GenOutput, StopReason
 from zerosearch.rollout import Rollout, RolloutConfig, Trajectory, encode_prompt, rollout
 
 from verl.experimental.agent_loop.agent_loop import (  # noqa: E402  (the optional dependency)
@@ -60,6 +60,9 @@ from verl.experimental.agent_loop.agent_loop import (  # noqa: E402  (the option
 )
 
 AGENT_NAME = "zerosearch_agent"
+# What veRL's AgentLoopWorker passes every agent loop (besides `tools`); any other key is a setting.
+_VERL_KWARGS = {"trainer_config", "server_manager", "tokenizer", "processor", "dataset_cls", "data_config",
+                "hf_model_type"}
 POLICY_TEXT_KEY = "zerosearch_policy_text"  # extra_fields key the reward function reads
 
 
@@ -259,6 +262,10 @@ class ZeroSearchAgentLoop(AgentLoopBase):
     `AgentSettings`). Registered by the decorator too, with the defaults."""
 
     def __init__(self, *args: Any, tools: Any = None, name: str | None = None, **kwargs: Any):
+        unknown = sorted(set(kwargs) - _VERL_KWARGS - set(AgentSettings.model_fields))
+        if unknown:  # hydra passes the YAML's keys here: a misspelt one must not be silently ignored
+            raise ValueError(f"zerosearch_agent: unknown setting(s) {', '.join(unknown)} in the agent-loop config; "
+                             f"known: {', '.join(AgentSettings.model_fields)}")
         mine = {k: _plain(kwargs.pop(k)) for k in list(kwargs) if k in AgentSettings.model_fields}
         super().__init__(*args, **kwargs)
         self.settings = AgentSettings.model_validate(mine)
