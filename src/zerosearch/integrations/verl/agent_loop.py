@@ -130,6 +130,19 @@ def step_noise_prob(schedule: NoiseSchedule, global_steps: int) -> float:
 
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
+_TOKENIZERS: dict[int, Any] = {}
+
+
+def _private_tokenizer(tok: Any) -> Any:
+    """A per-process copy of veRL's tokenizer for the rollout threads: veRL's worker changes the shared
+    one's padding settings on the event loop (`tokenizer.pad`) while the threads encode, and a fast
+    tokenizer mutated while another thread uses it raises "Already borrowed"."""
+    import copy
+
+    with _POOLS_LOCK:
+        if id(tok) not in _TOKENIZERS:
+            _TOKENIZERS[id(tok)] = copy.deepcopy(tok)
+        return _TOKENIZERS[id(tok)]
 
 
 def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
@@ -275,6 +288,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         self.response_length = int(self.rollout_config.response_length)
         self.rollout_name = str(self.rollout_config.name)
         stop_params(self.rollout_name, ())  # refuse an unsupported rollout up front
+        self.rollout_tokenizer = _private_tokenizer(self.tokenizer)
 
     def noise_prob(self, global_steps: Any) -> float:
         if isinstance(self.schedule, FixedSchedule):
@@ -300,11 +314,11 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         probe = RolloutConfig(max_prompt_tokens=self.prompt_length,
                               max_total_tokens=self.prompt_length + self.response_length,
                               prompt_overflow=self.settings.rollout.prompt_overflow)
-        prompt, _ = encode_prompt(record.question, self.tokenizer, probe)
+        prompt, _ = encode_prompt(record.question, self.rollout_tokenizer, probe)
         cfg = self.rollout_config_for(len(prompt))
         cfg.temperature = float(sampling_params.get("temperature", 1.0))
         cfg.top_p = float(sampling_params.get("top_p", 1.0))
-        return rollout([record], backend, self.tokenizer, engine, cfg, noise_prob=noise_prob), cfg
+        return rollout([record], backend, self.rollout_tokenizer, engine, cfg, noise_prob=noise_prob), cfg
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         record = record_from_kwargs(kwargs)
@@ -312,7 +326,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         step = None if step is None else int(_plain(step))
         noise_prob = self.noise_prob(step)
         params = {k: v for k, v in sampling_params.items() if k not in ("temperature", "top_p")}
-        backend = VerlServerBackend(self.server_manager, self.loop, self.tokenizer, params, self.rollout_name,
+        backend = VerlServerBackend(self.server_manager, self.loop, self.rollout_tokenizer, params, self.rollout_name,
                                     eos_ids=eos_token_ids(self.tokenizer), priority=int(kwargs.get("priority", 0)),
                                     timeout_s=self.settings.generate_timeout_s)
         engine = shared_engine(self.settings.engine, window_s=self.settings.engine_batch_window_s,
@@ -321,7 +335,7 @@ class ZeroSearchAgentLoop(AgentLoopBase):
         ro, cfg = await self.loop.run_in_executor(_pool(self.settings.max_threads), self.run_row, record, backend,
                                                      engine, noise_prob, sampling_params)
         total = time.perf_counter() - t0
-        return to_output(ro, cfg, self.tokenizer, noise_prob, step, gen_seconds=backend.gen_seconds,
+        return to_output(ro, cfg, self.rollout_tokenizer, noise_prob, step, gen_seconds=backend.gen_seconds,
                          other_seconds=max(total - backend.gen_seconds, 0.0), num_preempted=backend.num_preempted)
 
 

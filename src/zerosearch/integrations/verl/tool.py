@@ -1,5 +1,5 @@
-"""A drop-in for the `SearchTool` older veRL shipped (`verl.tools.search_tool.SearchTool`, in veRL up to
-0.7.x; gone from the 0.9.1 wheel), for users of veRL's generic `tool_agent` loop, backed by any
+"""A drop-in for the `SearchTool` older veRL shipped (`verl.tools.search_tool.SearchTool`: added in
+May 2025, in the v0.4.0-v0.7.0 releases, absent from the 0.8.0, 0.9.0 and 0.9.1 wheels), for users of veRL's generic `tool_agent` loop, backed by any
 zerosearch engine, the simulator included.
 
 Kept from the old tool: the config keys (`retrieval_service_url`, `topk`, `timeout`, `num_workers`,
