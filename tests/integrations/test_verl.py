@@ -101,7 +101,8 @@ class FakeRolloutServer:
         self.turns[request_id] += 1
         self.calls.append({"question": q, "turn": turn, "params": dict(sampling_params), "prompt_ids": list(prompt_ids)})
         ids = self.tok(self.script[q][turn], add_special_tokens=False).input_ids[: sampling_params["max_tokens"]]
-        return TokenOutput(token_ids=ids, log_probs=[logprob(t) for t in ids], stop_reason="completed")
+        lps = [logprob(t) for t in ids] if sampling_params.get("logprobs") else None  # as veRL's servers do
+        return TokenOutput(token_ids=ids, log_probs=lps, stop_reason="completed")
 
 
 class RecordingEngine(SearchEngine):
@@ -164,7 +165,7 @@ def row(out: DataProto, b: int) -> dict[str, Any]:
     r_len = int(attn[PROMPT_LEN:].sum())
     return {"prompt": p, "response": out.batch["responses"][b][:r_len].tolist(),
             "mask": out.batch["response_mask"][b][:r_len].tolist(),
-            "logprobs": out.batch["rollout_log_probs"][b][:r_len].tolist(),
+            "logprobs": out.batch["rollout_log_probs"][b][:r_len].tolist() if "rollout_log_probs" in out.batch else None,
             "pad_mask": out.batch["response_mask"][b][r_len:].tolist(), "turns": int(out.non_tensor_batch["__num_turns__"][b])}
 
 
@@ -244,11 +245,14 @@ def test_base_model_raw_prompt_forced_answer_and_sglang_stop_names(tmp_path: Pat
     assert tok.chat_template is None
     script = {Q1: ["<search> capital of france </search>", "<answer> Paris </answer>"]}
     server = FakeRolloutServer(tok, script)
-    worker = AgentLoopWorker(verl_config(model_dirs["base"], agent_yaml(tmp_path, rollout={"max_turns": 1, "k": 1}),
-                                         rollout="sglang"), server)
+    cfg = verl_config(model_dirs["base"], agent_yaml(tmp_path, rollout={"max_turns": 1, "k": 1}), rollout="sglang")
+    cfg.actor_rollout_ref.rollout.calculate_log_probs = False  # no sampler log-probs: none in the batch either
+    worker = AgentLoopWorker(cfg, server)
     batch = exported_batch(tmp_path, tok, RECORDS[:1])
     batch.non_tensor_batch["global_steps"] = np.array([1], dtype=object)
-    r = row(run_worker(worker, batch), 0)
+    out = run_worker(worker, batch)
+    assert "rollout_log_probs" not in out.batch
+    r = row(out, 0)
     assert r["prompt"] == tok(SEARCH_AGENT.format(question=Q1)).input_ids  # raw text, the tokenizer's own BOS
     inserted = spans(r["response"], r["mask"], tok, 0)
     assert len(inserted) == 1 and inserted[0].endswith(tok.decode(tok(FORCE_ANSWER, add_special_tokens=False).input_ids))

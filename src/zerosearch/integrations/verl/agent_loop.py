@@ -345,7 +345,8 @@ def to_output(ro: Rollout, cfg: RolloutConfig, tokenizer: Any, noise_prob: float
     fields = trajectory_fields(ro, policy_text(t.response_ids, t.info_mask, tokenizer), noise_prob, step)
     return AgentLoopOutput(
         prompt_ids=list(t.prompt_ids), response_ids=list(t.response_ids), response_mask=list(t.info_mask),
-        response_logprobs=list(t.sampler_logprobs) if t.sampler_logprobs else None,
+        # [] for an empty response, not None: veRL stacks the log-probs only if every row has them
+        response_logprobs=None if t.sampler_logprobs is None else list(t.sampler_logprobs),
         num_turns=count_turns(t, cfg.max_turns),
         metrics=AgentLoopMetrics(generate_sequences=gen_seconds, tool_calls=other_seconds, num_preempted=num_preempted),
         extra_fields=fields)
