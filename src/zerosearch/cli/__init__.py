@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("zerosearch.cli.compare", "one table from several evaluation results, with differences"),
     "search": ("zerosearch.cli.search", "ask a search engine (bm25, dense, http, serpapi, simulated) some queries"),
     "serve": ("zerosearch.cli.serve", "expose a search engine over HTTP (/search, /retrieve, /health, /metrics)"),
+    "export": ("zerosearch.cli.export", "a QA source as another RL engine's training data (--format verl)"),
 }
 
 
