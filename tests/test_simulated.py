@@ -262,6 +262,52 @@ def test_state_dict_resumes_the_draws():
     assert [d[0].meta["mode"] for d in b.search(reqs)] == expected
 
 
+def test_noise_free_searches_leave_the_training_draws_alone():
+    # A dev evaluation through the training engine searches at noise 0: it must not consume the RNG, or
+    # eval_every would change which later training queries get noise.
+    data = rows(1)[0]
+    train = [[SearchRequest(f"t{s}-{i}", noise_prob=0.4, **data) for i in range(20)] for s in range(4)]
+    dev = [SearchRequest(f"dev{i}", noise_prob=0.0, **data) for i in range(7)]
+    plain, interleaved = SimulatedEngine(FakeBackend(), seed=3), SimulatedEngine(FakeBackend(), seed=3)
+    expected = [[d[0].meta["mode"] for d in plain.search(batch)] for batch in train]
+    seen = []
+    for batch in train:
+        assert [d[0].meta["mode"] for d in interleaved.search(dev)] == ["useful"] * 7
+        seen.append([d[0].meta["mode"] for d in interleaved.search(batch)])
+    assert seen == expected and "noisy" in sum(expected, []) and "useful" in sum(expected, [])
+    assert interleaved.state_dict()["rng"] == plain.state_dict()["rng"]
+
+
+def test_engine_layer_never_imports_a_higher_layer():
+    import ast
+    from pathlib import Path
+
+    import zerosearch.engines as engines_pkg
+
+    higher = ("zerosearch.curriculum", "zerosearch.trainer", "zerosearch.rollout", "zerosearch.eval",
+              "zerosearch.cli", "zerosearch.demo")
+    bad = []
+    for path in sorted(Path(engines_pkg.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.startswith(higher)]
+    assert bad == []
+
+
+def test_curriculum_still_exports_the_draw():
+    import random
+
+    from zerosearch import curriculum
+    from zerosearch.engines import noise
+
+    assert curriculum.draw_mode is noise.draw_mode
+    rng = random.Random(0)
+    state = rng.getstate()
+    assert noise.draw_mode(0.0, rng) == "useful" and noise.draw_mode(1.0, rng) == "noisy"
+    assert rng.getstate() == state  # certain outcomes draw nothing
+
+
 @pytest.mark.parametrize("missing", [{"question": None}, {"question": "  "}, {"golden_answers": None},
                                      {"golden_answers": []}, {"golden_answers": [""]}])
 def test_refuses_a_request_without_its_own_context(missing):

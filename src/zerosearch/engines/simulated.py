@@ -28,11 +28,11 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from zerosearch.curriculum import draw_mode
 from zerosearch.engines import Counters
 from zerosearch.engines.base import DocMode, Document, SearchEngine, SearchRequest
 from zerosearch.engines.config import EngineConfig
 from zerosearch.engines.leak import LeakGuard
+from zerosearch.engines.noise import draw_mode
 from zerosearch.engines.sim_backends import Generation, OpenAIBackend, SimBackend, TransformersBackend
 from zerosearch.engines.sim_prompts import (
     SIM_FAMILIES,
