@@ -21,7 +21,8 @@ A result *leaks* when one of its served documents states a gold answer (SQuAD-no
 boundaries) the query did not contain.
 
     python bench/leak_guard.py [--model smollm2-135m-instruct] [--questions 12] [--k 3] [--doc-words 20]
-                               [--max-new-tokens 128] [--batch-size 16] [--seed 0] [--details FILE]
+                               [--max-new-tokens 128] [--batch-size 16] [--seed 0] [--phrasings N]
+                               [--details FILE]
 
 Prints one JSON line.
 """
@@ -84,7 +85,7 @@ class Recorder:
         return getattr(self.backend, name)
 
 
-def build_sets(n_questions: int, seed: int, k: int) -> dict[str, list[SearchRequest]]:
+def build_sets(n_questions: int, seed: int, k: int, n_phrasings: int | None = None) -> dict[str, list[SearchRequest]]:
     world = generate_world(WorldConfig(seed=seed, n_people=120, n_places=60, n_orgs=60, n_works=60, n_questions=300))
     titles = {p["id"]: p["title"] for p in world.corpus}
     pool = [q for q in world.splits["dev"] + world.splits["test"]
@@ -98,6 +99,7 @@ def build_sets(n_questions: int, seed: int, k: int) -> dict[str, list[SearchRequ
                              golden_answers=list(q["golden_answers"]), mode=mode)  # type: ignore[arg-type]
 
     phrasings = [json.loads(line)["query"] for line in QUERIES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    phrasings = phrasings[:n_phrasings]
     keywords = {q["id"]: " ".join(content_words(q["question"])) for q in questions}
     sets: dict[str, list[SearchRequest]] = {
         "adversarial": [req(p, questions[i % len(questions)], "useful", "adv") for i, p in enumerate(phrasings)],
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--questions", type=int, default=12)
+    ap.add_argument("--phrasings", type=int, help="only the first N of bench/leak_queries.jsonl (default: all)")
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--doc-words", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=128)
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = SimulatedEngine(rec, k=args.k, sim_mode="prompt", doc_words=args.doc_words,  # type: ignore[arg-type]
                              leak_guard="replace", seed=args.seed)
     guard = engine.guard
-    sets = build_sets(args.questions, args.seed, args.k)
+    sets = build_sets(args.questions, args.seed, args.k, args.phrasings)
     results: dict[str, Any] = {}
     details = []
     for name, reqs in sets.items():

@@ -101,10 +101,6 @@ class LeakVerdict:
     reason: str | None = None
     doc_hits: list[int] = field(default_factory=list)  # documents stating a gold answer
 
-    @property
-    def flagged(self) -> bool:  # without a referee, a candidate is a leak
-        return self.candidate
-
 
 class LeakGuard:
     def __init__(self, min_shared_words: int = 2):
