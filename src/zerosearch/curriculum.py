@@ -7,29 +7,20 @@ ZeroSearch's curriculum (paper eq. 1) raises the noise probability from `p_start
 
 so the policy first learns the search protocol on mostly useful documents and meets noisy ones late.
 The "random" ablation of the paper keeps p fixed (0.5); `FixedSchedule` gives it the same interface.
-The probability is computed per training step and drawn per query (`draw_mode`); the turn does not matter.
+The probability is computed per training step and drawn per query by the engine
+(`zerosearch.engines.noise.draw_mode`, re-exported here); the turn does not matter.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-import random
 from typing import Any
 
-from zerosearch.engines.base import DocMode
+from zerosearch.engines.noise import check_prob as _check_prob
+from zerosearch.engines.noise import draw_mode
 
-
-def _check_prob(name: str, p: float) -> float:
-    p = float(p)
-    if not 0.0 <= p <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    return p
-
-
-def draw_mode(p: float, rng: random.Random) -> DocMode:
-    """'noisy' with probability `p`, else 'useful'. The RNG is explicit so draws are reproducible."""
-    return "noisy" if rng.random() < _check_prob("noise probability", p) else "useful"
+__all__ = ["Curriculum", "FixedSchedule", "NoiseSchedule", "draw_mode", "schedule_from_state"]
 
 
 class NoiseSchedule(abc.ABC):

@@ -8,9 +8,11 @@ For each `SearchRequest` the engine
    a request without its context is refused, never filled in from elsewhere);
 3. generates all prompts of the call in one batch, parses each output into at most k `Document`s
    (source "simulated", meta: mode, row_id, parse repairs, leak flag) and counts what happened;
-4. runs the leak guard (`zerosearch.engines.leak`): "flag" marks and counts results where a query that
-   is not about the question got documents stating the gold answer; "replace" also regenerates those
-   results answer-blind and noisy.
+4. runs the leak guard (`zerosearch.engines.leak`): a result that states a gold answer the query did
+   not bring, in noisy mode or for a query that names none of the question's entities, is a candidate;
+   the same query is generated again answer-blind in the same mode (the referee), and the candidate is
+   cleared when that result states the answer too, else flagged. "flag" marks and counts flagged
+   results; "replace" serves the referee's answer-blind result instead.
 Answer-blind engines (`answer_blind=True`, for evaluation) never put a question or answer in a prompt and
 report `sees_gold_answers = False`.
 
@@ -33,12 +35,12 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from typing import Any
 
-from zerosearch.curriculum import draw_mode
 from zerosearch.engines import Counters
 from zerosearch.engines.base import DocMode, Document, SearchEngine, SearchRequest
 from zerosearch.engines.config import EngineConfig
 from zerosearch.engines.http import token_from_env
-from zerosearch.engines.leak import LeakGuard
+from zerosearch.engines.leak import LeakGuard, LeakVerdict
+from zerosearch.engines.noise import draw_mode
 from zerosearch.engines.sim_backends import Generation, OpenAIBackend, SimBackend, TransformersBackend
 from zerosearch.engines.sim_prompts import (
     SIM_FAMILIES,
@@ -58,6 +60,8 @@ REPLY_PREFIX = "Doc 1:"
 LEAK_GUARDS = ("off", "flag", "replace")
 # The config's default key variable is SerpAPI's; that key must never be sent to a simulator server.
 _SERPAPI_KEY_ENV = "SERPAPI_API_KEY"
+# One request's result: its documents, the generation they came from, and the parse (None: a fallback).
+_Result = tuple[list[Document], Generation, ParseInfo | None]
 
 
 class SimulatedEngine(SearchEngine):
@@ -65,7 +69,9 @@ class SimulatedEngine(SearchEngine):
 
     def __init__(self, backend: SimBackend, *, k: int = 5, sim_mode: SimFamily = "prompt", answer_blind: bool = False,
                  doc_words: int = 30, leak_guard: str = "flag", seed: int = 0, guard: LeakGuard | None = None,
-                 max_query_tokens: int = 128):
+                 max_query_tokens: int = 128, leak_referee: bool = True):
+        """`leak_referee=False` flags every candidate without the answer-blind second opinion ("replace"
+        still generates the answer-blind replacement)."""
         if k < 1 or doc_words < 1 or max_query_tokens < 1:
             raise ValueError(f"k, doc_words and max_query_tokens must be >= 1, got k={k}, doc_words={doc_words}, "
                              f"max_query_tokens={max_query_tokens}")
@@ -81,11 +87,13 @@ class SimulatedEngine(SearchEngine):
         # Nothing to guard when the simulator is never told the answer.
         self.leak_guard = "off" if answer_blind else leak_guard
         self.guard = guard or LeakGuard()
+        self.leak_referee = leak_referee
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self.counters = Counters(requests=0, queries=0, useful=0, noisy=0, drawn=0, docs=0, parse_repaired=0,
                                  truncated=0, query_truncated=0, empty_results=0, fallbacks=0, leak_suspicious=0,
-                                 leak_flagged=0, leak_docs=0, leak_replaced=0, search_seconds=0.0,
+                                 leak_referee=0, leak_cleared=0, leak_flagged=0, leak_docs=0, leak_replaced=0,
+                                 search_seconds=0.0,
                                  **{f"parse_{f.name}": 0 for f in fields(ParseInfo)})
 
     @classmethod
@@ -170,21 +178,24 @@ class SimulatedEngine(SearchEngine):
                 out[i] = g
         return out
 
-    def _documents(self, gen: Generation, n: int, meta: dict[str, Any]) -> list[Document]:
+    @staticmethod
+    def _documents(gen: Generation, n: int, meta: dict[str, Any]) -> _Result:
         if gen.error is not None:
-            self.counters.add(fallbacks=1)
             return [Document(title="", text=FALLBACK_TEXT, source="simulated",
-                             meta={**meta, "fallback": True, "error": gen.error})]
+                             meta={**meta, "fallback": True, "error": gen.error})], gen, None
         parsed, info = parse_documents(gen.text, n)
-        self._count_parse(info)
-        truncated = gen.finish_reason == "length"
-        self.counters.add(docs=len(parsed), truncated=int(truncated), empty_results=int(not parsed))
-        meta = {**meta, "repairs": info.repairs(), "truncated": truncated}
-        return [Document(title=d.title, text=d.text, source="simulated", meta=dict(meta)) for d in parsed]
+        meta = {**meta, "repairs": info.repairs(), "truncated": gen.finish_reason == "length"}
+        return [Document(title=d.title, text=d.text, source="simulated", meta=dict(meta)) for d in parsed], gen, info
 
-    def _count_parse(self, info: ParseInfo) -> None:
+    def _count(self, docs: list[Document], gen: Generation, info: ParseInfo | None) -> None:
+        """Count a result the policy is served (a referee's result only when it replaces one)."""
+        if info is None:
+            self.counters.add(fallbacks=1)
+            return
         repairs = info.repairs()
-        self.counters.add(parse_repaired=int(bool(repairs)), **{f"parse_{k}": v for k, v in repairs.items()})
+        self.counters.add(docs=len(docs), truncated=int(gen.finish_reason == "length"),
+                          empty_results=int(not docs), parse_repaired=int(bool(repairs)),
+                          **{f"parse_{k}": v for k, v in repairs.items()})
 
     def search(self, requests: list[SearchRequest]) -> list[list[Document]]:
         t0 = time.perf_counter()
@@ -210,44 +221,61 @@ class SimulatedEngine(SearchEngine):
                                             family=self.sim_mode), n)
         self.counters.add(query_truncated=len(clipped))
         gens = self._generate(prompts)
+        results: dict[int, _Result] = {}
         for i in live:
             meta: dict[str, Any] = {"mode": modes[i], "row_id": requests[i].row_id}
             if i in clipped:
                 meta["query_truncated"] = True
             if self.leak_guard != "off":
                 meta["leak"] = False
-            out[i] = self._documents(gens[i], prompts[i][1], meta)
+            results[i] = self._documents(gens[i], prompts[i][1], meta)
         if self.leak_guard != "off":
-            self._guard(requests, live, out)
+            self._guard(requests, results, modes)
+        for i, (docs, gen, info) in results.items():  # what is served (a replacement, not what it replaced)
+            self._count(docs, gen, info)
+            out[i] = docs
         self.counters.add(requests=1, queries=len(live), search_seconds=time.perf_counter() - t0)
         return out
 
-    def _guard(self, requests: Sequence[SearchRequest], live: list[int], out: list[list[Document]]) -> None:
-        flagged: dict[int, tuple[str, int]] = {}
-        for i in live:
-            r, docs = requests[i], out[i]
-            if any(d.meta.get("fallback") for d in docs):
+    def _guard(self, requests: Sequence[SearchRequest], results: dict[int, _Result], modes: dict[int, DocMode]) -> None:
+        """Flag (and with "replace", swap) the leaking results in place; see `zerosearch.engines.leak`."""
+        candidates: dict[int, LeakVerdict] = {}
+        for i, (docs, _, info) in results.items():
+            r = requests[i]
+            if info is None:  # a fallback: nothing was written
                 continue
             verdict = self.guard.check(r.query, r.question or "", r.golden_answers or [],
-                                       [f"{d.title} {d.text}" for d in docs])
-            self.counters.add(leak_suspicious=int(verdict.reason is not None))
-            if not verdict.flagged:
+                                       [f"{d.title} {d.text}" for d in docs], modes[i])
+            if verdict.candidate:
+                candidates[i] = verdict
+        self.counters.add(leak_suspicious=len(candidates))
+        if not candidates:
+            return
+        blind: dict[int, _Result] = {}
+        if self.leak_referee or self.leak_guard == "replace":
+            # The referee: the same query, same mode, same model, no question and no answer in the prompt.
+            prompts = {i: (render_sim_prompt(requests[i].query, min(requests[i].k, self.k), modes[i],
+                                             words=self.doc_words, family=self.sim_mode), min(requests[i].k, self.k))
+                       for i in candidates}
+            self.counters.add(leak_referee=len(prompts))
+            for i, gen in self._generate(prompts).items():
+                meta = {"mode": modes[i], "row_id": requests[i].row_id, "leak": False, "answer_blind": True}
+                blind[i] = self._documents(gen, prompts[i][1], meta)
+        for i, verdict in candidates.items():
+            r = requests[i]
+            if self.leak_referee and i in blind and blind[i][2] is not None and self.guard.stating_docs(
+                    [f"{d.title} {d.text}" for d in blind[i][0]], r.question or "", r.golden_answers or []):
+                # An engine that does not know the answer writes it too: the query brings it by itself.
+                self.counters.add(leak_cleared=1)
                 continue
             self.counters.add(leak_flagged=1, leak_docs=len(verdict.doc_hits))
             for j in verdict.doc_hits:
-                docs[j].meta.update(leak=True, leak_reason=verdict.reason)
+                results[i][0][j].meta.update(leak=True, leak_reason=verdict.reason)
             if self.leak_guard == "replace":
-                # Answer-blind *and* noisy: the new documents cannot draw on the gold answer, and a query
-                # that tried to extract it is answered with noise.
-                n = min(r.k, self.k)
-                flagged[i] = (render_sim_prompt(r.query, n, "noisy", words=self.doc_words, family=self.sim_mode), n)
-        if not flagged:
-            return
-        gens = self._generate(flagged)
-        for i, gen in gens.items():
-            meta = {"mode": "noisy", "row_id": requests[i].row_id, "leak": False, "leak_replaced": True}
-            out[i] = self._documents(gen, flagged[i][1], meta)
-            self.counters.add(leak_replaced=1)
+                for d in blind[i][0]:
+                    d.meta["leak_replaced"] = True
+                results[i] = blind[i]
+                self.counters.add(leak_replaced=1)
 
     # --- bookkeeping ----------------------------------------------------------------------------------
 
