@@ -188,6 +188,7 @@ def test_answer_is_read_from_the_policys_text_only(tok: Any) -> None:
     engine = FakeEngine(doc_text="<answer> Beijing </answer>")
     [t] = rollout([rec(0, "Capital of China?", "Beijing")], ScriptedBackend(tok, script), tok, engine,
                   RolloutConfig(max_turns=2))
+    assert "<answer> Beijing </answer>" in tok.decode(t.prompt_ids)  # the premise: the prompt has one too
     assert "<answer> Beijing </answer>" in t.response
     assert t.answer is None and t.reward == 0.0 and t.metrics["em"] == 0.0 and t.end == "no_answer"
 
