@@ -142,6 +142,38 @@ def test_check_engine_fails_fast_with_one_line():
         check_engine(Scripted([]), REQ, "training")
 
 
+def test_check_engine_leaves_a_simulators_rng_as_it_was():
+    from zerosearch.engines.simulated import SimulatedEngine
+    from zerosearch.engines.sim_backends import Generation
+
+    class Echo:  # a simulator backend writing one document per prompt
+        def generate(self, prompts, stop, prefix):
+            return [Generation(text=" a document", finish_reason="stop") for _ in prompts]
+
+        def identity(self):
+            return "echo"
+
+        def stats(self):
+            return {}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+        def close(self):
+            pass
+
+    def draws(engine):
+        reqs = [SearchRequest(query=f"q{i}", k=1, question="q?", golden_answers=["A"], noise_prob=0.5) for i in range(20)]
+        return [d[0].meta["mode"] for d in engine.search(reqs)]
+
+    a, b = SimulatedEngine(Echo(), seed=3), SimulatedEngine(Echo(), seed=3)
+    check_engine(a, SearchRequest(query="q", k=1, question="q?", golden_answers=["A"], noise_prob=0.5), "training")
+    assert draws(a) == draws(b)
+
+
 def test_engine_counters_are_per_step_deltas_of_the_numeric_stats():
     e = Scripted([doc("a")])
     counters = EngineCounters(e)

@@ -42,12 +42,17 @@ def failed_result(docs: Sequence[Document]) -> bool:
 
 
 def check_engine(engine: SearchEngine, request: SearchRequest, role: str) -> None:
-    """Send one real query; raise EngineCheckError (one line) if it errs or comes back empty/fallback."""
+    """Send one real query; raise EngineCheckError (one line) if it errs or comes back empty/fallback.
+    An engine with RNG state (the simulator) gets it back afterwards: the check changes no training draw."""
+    state = engine.state_dict() if hasattr(engine, "state_dict") else None
     try:
         [docs] = engine.search([request])
     except Exception as e:  # noqa: BLE001 - any failure here is the same verdict: the engine is unusable
         raise EngineCheckError(f"{role} engine {engine.identity()!r} failed its start-up query "
                                f"{request.query!r}: {type(e).__name__}: {e}") from None
+    finally:
+        if state is not None:
+            engine.load_state_dict(state)
     if failed_result(docs):
         why = next((str(d.meta["error"]) for d in docs if d.meta.get("error")), None)
         raise EngineCheckError(f"{role} engine {engine.identity()!r} returned no usable documents for its start-up "
