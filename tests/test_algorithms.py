@@ -52,11 +52,17 @@ def test_kl_estimators_by_hand():
         kl_penalty(logp, ref, "k4")  # type: ignore[arg-type]
 
 
-def test_k3_log_ratio_is_clamped():
-    # -d = -1000 -> -20: exp(-20) + 20 - 1; -d = +1000 -> 20: exp(20) - 21, finite instead of inf
-    k3 = kl_penalty(T([0.0, -1000.0], dtype=torch.float64), T([-1000.0, 0.0], dtype=torch.float64), "k3")
-    close(k3, [math.exp(-20) + 19, math.exp(20) - 21])
-    assert torch.isfinite(k3).all()
+def test_k3_is_clamped_as_verl_does():
+    # veRL's low_var_kl: -d clamped to [-20, 20], then k3 clamped to [-10, 10]. -d = -1000 -> -20:
+    # exp(-20) + 19 -> 10; -d = +1000 -> 20: exp(20) - 21 -> 10 (finite, not inf); -d = 2: e^2 - 3 = 4.389.
+    logp = T([0.0, -1000.0, -2.0, -12.0], dtype=torch.float64, requires_grad=True)
+    ref = T([-1000.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    k3 = kl_penalty(logp, ref, "k3")
+    close(k3, [10.0, 10.0, math.exp(2) - 3, 10.0])
+    # The value clamp is what bounds a runaway token: beyond k3 = 10 its gradient is 0, not exp(-d) - 1
+    # (at -d = 12 that would be 162753.8).
+    k3.sum().backward()
+    close(logp.grad, [0.0, 0.0, 1 - math.exp(2), 0.0])
 
 
 # ------------------------------------------------------------------------------------ masked statistics

@@ -10,7 +10,6 @@ from zerosearch.reward import (
     is_valid_format,
     normalize_answer,
 )
-from zerosearch.prompts import SEARCH_AGENT
 
 
 def test_normalize_answer():
@@ -24,15 +23,6 @@ def test_extract_answer_takes_last_complete_tag():
     assert extract_answer("<think>x</think><answer>\nRome\n</answer>") == "Rome"
     assert extract_answer("<answer>unfinished") is None
     assert extract_answer("no tags at all") is None
-
-
-def test_prompt_example_answer_is_never_extracted_from_response_only():
-    # The instruction contains "<answer> Beijing </answer>"; a response without an answer must score 0,
-    # which it does because only the response is passed (the reference code decoded prompt+response).
-    assert "<answer> Beijing </answer>" in SEARCH_AGENT
-    response = "<think>I do not know</think> <search>capital</search>"
-    assert extract_answer(response) is None
-    assert f1_reward(response, ["Beijing"]) == 0.0
 
 
 def test_exact_and_cover_match():

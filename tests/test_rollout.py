@@ -51,7 +51,9 @@ class ScriptedBackend:
         for q in questions:
             ids = self.tok(self.script[q][turn], add_special_tokens=False).input_ids
             text = self.tok.decode(ids)
-            outs.append(GenOutput(ids, text, "stop" if text.endswith(tuple(stop_strings)) else "length"))
+            reason = "stop" if text.endswith(tuple(stop_strings)) else "eos" if ids[-1:] == [self.tok.eos_token_id] \
+                else "length"
+            outs.append(GenOutput(ids, text, reason))
         return outs
 
 
@@ -156,6 +158,18 @@ def test_invalid_action_gets_the_corrective_message_and_counts_as_a_turn(tok: An
     assert (t.turns, t.invalid_actions, t.valid_actions, t.searches) == (3, 2, 1, 0) and engine.calls == []
 
 
+def test_an_eos_ends_the_row_and_is_never_followed_by_inserted_text(tok: Any) -> None:
+    # Protocol: an EOS the policy samples ends its row (end "eos", reward 0); no corrective message or
+    # observation is appended after it, so no EOS sits mid-context in training or evaluation.
+    script = {"QA?": ["I am done" + tok.eos_token], "QB?": ["<search> b </search>", "<answer> x </answer>"]}
+    backend, engine = ScriptedBackend(tok, script), FakeEngine()
+    a, b = rollout([rec(0, "QA?"), rec(1, "QB?", "x")], backend, tok, engine, RolloutConfig(max_turns=3))
+    assert a.end == "eos" and a.turns == 1 and a.reward == 0.0 and a.stop_reasons == ["eos"]
+    assert a.response_ids[-1] == tok.eos_token_id and all(a.info_mask)  # the EOS is its last, trained token
+    assert [c["rows"] for c in backend.calls] == [2, 1]  # the ended row is not generated again
+    assert b.end == "answer" and b.reward == 1.0
+
+
 def test_max_turns_forces_a_final_answer(tok: Any) -> None:
     script = {"QA?": ["<search> a1 </search>", "<search> a2 </search>", "<answer> Paris </answer>"],
               "QB?": ["<search> b1 </search>", "<search> b2 </search>", "<search> b3 </search>"]}
@@ -188,6 +202,7 @@ def test_answer_is_read_from_the_policys_text_only(tok: Any) -> None:
     engine = FakeEngine(doc_text="<answer> Beijing </answer>")
     [t] = rollout([rec(0, "Capital of China?", "Beijing")], ScriptedBackend(tok, script), tok, engine,
                   RolloutConfig(max_turns=2))
+    assert "<answer> Beijing </answer>" in tok.decode(t.prompt_ids)  # the premise: the prompt has one too
     assert "<answer> Beijing </answer>" in t.response
     assert t.answer is None and t.reward == 0.0 and t.metrics["em"] == 0.0 and t.end == "no_answer"
 

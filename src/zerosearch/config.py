@@ -67,11 +67,23 @@ class OptimSection(_Section):
     critic_lr: float = 1e-5
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(0, ge=0)  # linear warm-up, then constant (the paper's recipe)
+    # Linear warm-up over this fraction of train.steps, then constant (the paper: 0.95 GRPO, 0.285 PPO).
+    # Counted in *training* steps, as veRL does (int(ratio * steps) of them), whatever the number of
+    # optimizer steps per training step (rollout batch / mini_batch_size x ppo_epochs).
+    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    critic_warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)  # the critic's own (veRL's default: none)
     grad_clip: float = 1.0
     ppo_epochs: int = Field(1, ge=1)  # passes over each rollout batch
     mini_batch_size: int = Field(8, ge=1)  # trajectories per optimizer step
     micro_batch_size: int = Field(4, ge=1)  # trajectories per forward/backward (gradient accumulation)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "warmup_steps" in data:
+            raise ValueError("warmup_steps was removed: it counted optimizer steps, not training steps; use "
+                             "warmup_ratio, a fraction of train.steps (the paper: 0.95 GRPO, 0.285 PPO actor)")
+        return data
 
 
 class TrainSection(_Section):
@@ -83,18 +95,42 @@ class TrainSection(_Section):
     save_every: int = Field(50, ge=0)  # 0: only at the end
     keep_checkpoints: int = Field(2, ge=1)
     samples_per_step: int = Field(2, ge=0)  # trajectories written to samples.jsonl each step
+    # Failed searches (an engine error, a "No results found." fallback, no documents): a step in which
+    # more than this share of the searches failed is skipped (not trained on), logged and counted ...
+    max_failed_search_share: float = Field(0.5, ge=0.0, le=1.0)
+    # ... and after this many skipped steps in a row the run stops, its last checkpoint intact.
+    max_consecutive_failed_steps: int = Field(3, ge=1)
+
+
+class MonitorSection(_Section):
+    """Collapse monitors (zerosearch.monitors): each is checked every step on the step's metrics; a
+    threshold crossed warns in the progress line and logs `alarm/<name>` = 1. null switches one off."""
+
+    window: int = Field(5, ge=1)  # moving average over this many steps (reward, length, rates)
+    reward_drop: float | None = Field(0.5, gt=0, le=1)  # reward mean below (1 - this) x its best window mean
+    min_reward: float = Field(0.05, ge=0)  # ... only once that best exceeded this (a random policy's ~0 is no peak)
+    entropy_growth: float | None = Field(3.0, gt=1)  # entropy mean above this x its first window mean
+    kl_max: float | None = Field(1.0, gt=0)  # per-token k3 KL to the reference above this
+    length_growth: float | None = Field(2.0, gt=1)  # response tokens mean above this x its first window mean
+    valid_action_drop: float | None = Field(0.5, gt=0, le=1)  # valid-action / answered rate below (1-this) x best
+    stop_on_collapse: bool = False  # True: stop the run (last checkpoint kept) when an alarm lasts `patience` steps
+    patience: int = Field(3, ge=1)
 
 
 class TrainConfig(_Section):
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
     engine: dict[str, Any] = {"name": "simulated"}  # zerosearch.engines.EngineConfig fields
-    eval_engine: dict[str, Any] | None = None  # the dev batch's engine; null: the training engine
+    # The dev batch's engine: real or answer-blind (a gold-seeing one is refused). null: the training
+    # engine when it is real, else BM25 over the world's corpus when data.dev is `world`, else the
+    # training simulator in answer-blind mode (zerosearch.dev_eval.dev_engine).
+    eval_engine: dict[str, Any] | None = None
     rollout: RolloutSection = RolloutSection()
     algorithm: dict[str, Any] = {"name": "grpo"}  # name + that algorithm's hyper-parameters
     curriculum: CurriculumSection = CurriculumSection()
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
+    monitor: MonitorSection = MonitorSection()
 
     @model_validator(mode="after")
     def _check_nested(self) -> TrainConfig:

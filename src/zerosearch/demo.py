@@ -195,7 +195,7 @@ def grpo_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
                     "max_prompt_tokens": 512, "max_total_tokens": 1024, "n": cfg.group_size, "batch_size": 16},
         "algorithm": {"name": "grpo", "kl_loss_coef": 0.001},
         "curriculum": {"p_start": 0.0, "p_end": 0.5},
-        "optim": {"lr": 1e-5, "warmup_steps": 1, "mini_batch_size": cfg.questions_per_step * cfg.group_size,
+        "optim": {"lr": 1e-5, "mini_batch_size": cfg.questions_per_step * cfg.group_size,
                   "micro_batch_size": 8},
         "train": {"steps": cfg.steps, "batch_size": cfg.questions_per_step, "seed": cfg.seed, "eval_every": 0,
                   "save_every": 0, "samples_per_step": 2},

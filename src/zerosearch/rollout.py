@@ -13,6 +13,10 @@ One call runs every (question, sample) row to the end:
    the curriculum's noise probability and k. Results come back as an `<information>` block.
 4. After `max_turns` action turns (search or invalid), rows still open get FORCE_ANSWER and one last
    generation; whatever it is, the row ends there.
+5. An end-of-sequence token ends the row (`end="eos"`, reward 0 unless that turn also answered): the
+   policy said it was done, so nothing is appended after its EOS and no EOS ever sits mid-context
+   (training and `zerosearch eval` share this loop, so both follow the same protocol). The EOS stays the
+   row's last, trained token: stopping without an answer is an action the reward can discourage.
 
 Masking: `info_mask` is 1 on tokens the policy sampled and 0 on everything the rollout inserted:
 information blocks, the corrective message and the forced-answer text. The forced text is not the
@@ -50,7 +54,7 @@ from zerosearch.reward import answer_metrics, extract_answer, f1_reward
 # Search-R1's action parser: the first complete block. Generation stops at the first closing tag, so a
 # turn holds at most one.
 _ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
-EndReason = Literal["answer", "no_answer", "context"]
+EndReason = Literal["answer", "no_answer", "context", "eos"]
 
 
 @dataclass
@@ -288,6 +292,9 @@ def rollout(records: Sequence[QARecord], backend: GenerationBackend, tokenizer: 
                 t.end = "answer"
             elif t.room(cfg) <= 0:  # cut at the budget: nothing more can follow
                 t.end = "context"
+            elif out.stopped_by == "eos" and len(ids) == len(out.token_ids):  # the policy ended its output
+                t.invalid_actions += 1
+                t.end = "eos"
             elif final:  # no searches left: a query here is not run, the row ends unanswered
                 t.invalid_actions += 1
                 t.end = "no_answer"

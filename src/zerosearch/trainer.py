@@ -9,6 +9,12 @@ One step, top to bottom (`Trainer.step`):
                                                micro-batches; the loss mask is batch.mask (`_rollout_batch`)
   6. metrics.jsonl / TensorBoard / samples.jsonl, dev-batch eval, atomic checkpoint
 
+Health (zerosearch.monitors): every engine answers one real query before step 1; a step whose searches
+mostly failed, or whose log-probs are not finite, is skipped (not trained on) and counted, and a run
+that keeps failing stops with its last checkpoint intact; the engine's own counters (leak guard,
+fallbacks) are logged as per-step deltas; collapse monitors raise `alarm/*` metrics. The dev batch runs
+on a real or answer-blind engine only (zerosearch.dev_eval).
+
 Determinism: the batch of step i, the sampling seeds, the mini-batch order and the engine's draws all
 derive from (seed, i) or live in the checkpoint, so `--resume` continues to the same result as an
 uninterrupted run.
@@ -35,11 +41,23 @@ from zerosearch.checkpoint import list_checkpoints, load_checkpoint, rng_state, 
 from zerosearch.config import TrainConfig, dump_config
 from zerosearch.curriculum import Curriculum, FixedSchedule, NoiseSchedule
 from zerosearch.data import QARecord, load_qa
-from zerosearch.engines import EngineConfig, SearchEngine, build_engine
+from zerosearch.dev_eval import dev_engine, dev_engine_config
+from zerosearch.dev_eval import evaluate as evaluate_dev
+from zerosearch.engines import EngineConfig, SearchEngine, SearchError, SearchRequest, build_engine
 from zerosearch.generation import HFBackend
 from zerosearch.io import atomic_write_text
 from zerosearch.metrics import MetricsLogger, plot_run
 from zerosearch.models import load
+from zerosearch.monitors import (
+    CollapseMonitor,
+    EngineCounters,
+    FailedSearchPolicy,
+    MonitorSettings,
+    TrainingHalted,
+    check_engine,
+    counter_note,
+    search_failures,
+)
 from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
 
 
@@ -89,7 +107,8 @@ def engine_config(d: dict[str, Any], world_dir: Path | None) -> EngineConfig:
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
                  engine: SearchEngine | None = None, eval_engine: SearchEngine | None = None):
-        """`engine` / `eval_engine` replace the configured ones (tests pass fakes)."""
+        """`engine` / `eval_engine` replace the configured ones (tests pass fakes; a gold-seeing
+        `eval_engine` is refused like a configured one)."""
         self.cfg, self.run_dir, self.show_progress = cfg, Path(run_dir), progress
         self.config_yaml = dump_config(cfg)
         if self.cfg.rollout.backend != "hf":
@@ -124,32 +143,50 @@ class Trainer:
         o = cfg.optim
         self.opt = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=o.lr,
                                      betas=o.betas, weight_decay=o.weight_decay)
-        warm = lambda s: min(1.0, (s + 1) / o.warmup_steps) if o.warmup_steps else 1.0
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warm)
+        # Schedulers step once per *training* step (in `step`), so warm-up is counted in training steps
+        # as in veRL, however many optimizer steps a training step makes.
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warmup(o.warmup_ratio, cfg.train.steps))
         if self.critic is not None:
             self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=o.critic_lr, betas=o.betas,
                                                 weight_decay=o.weight_decay)
-            self.critic_sched = torch.optim.lr_scheduler.LambdaLR(self.critic_opt, warm)
+            self.critic_sched = torch.optim.lr_scheduler.LambdaLR(
+                self.critic_opt, warmup(o.critic_warmup_ratio, cfg.train.steps))
 
         c = cfg.curriculum
         self.schedule: NoiseSchedule = FixedSchedule(c.fixed) if c.fixed is not None else \
             Curriculum(c.p_start, c.p_end, cfg.train.steps, c.base)
         self.engine = engine or build_engine(engine_config(cfg.engine, world_dir))
-        self.eval_engine = eval_engine or (build_engine(engine_config(cfg.eval_engine, world_dir))
-                                           if cfg.eval_engine is not None else self.engine)
+        self.eval_engine, self._owned_eval_engine = None, None
+        if self.dev_data and cfg.train.eval_every:
+            dev_cfg = dev_engine_config(cfg.engine, cfg.eval_engine, cfg.data.dev, self.engine.sees_gold_answers)
+            self.eval_engine, self._owned_eval_engine = dev_engine(self.engine, dev_cfg, world_dir, eval_engine)
         r = cfg.rollout
         self.rollout_cfg = RolloutConfig(max_turns=r.max_turns, max_new_tokens_per_turn=r.max_new_tokens_per_turn,
                                          max_obs_tokens=r.max_obs_tokens, max_prompt_tokens=r.max_prompt_tokens,
                                          max_total_tokens=r.max_total_tokens, k=self.engine_k(), n=r.n,
                                          temperature=r.temperature, top_p=r.top_p, format_weight=r.format_weight)
         self.backend = HFBackend(self.policy, self.tok, batch_size=r.batch_size)
+        self.check_engines()  # before _resume: a resumed engine's RNG is the checkpoint's, not the probe's
+        self.failures = FailedSearchPolicy(cfg.train.max_failed_search_share, cfg.train.max_consecutive_failed_steps)
+        self.monitor = CollapseMonitor(MonitorSettings(**cfg.monitor.model_dump()))
         self.start_step = 0
+        self.last_saved: Path | None = None
         if resume:
             self._resume()
+        self.counters = EngineCounters(self.engine)
         self.logger = MetricsLogger(self.run_dir, resume_step=self.start_step if resume else None)
 
     def engine_k(self) -> int:
         return int(self.cfg.engine.get("k", 5))
+
+    def check_engines(self) -> None:
+        """One real query to every engine (the first training question, as useful: no RNG draw)."""
+        rec = self.train_data[0]
+        request = SearchRequest(query=rec.question, k=self.engine_k(), row_id=rec.id, question=rec.question,
+                                golden_answers=list(rec.golden_answers), mode="useful")
+        check_engine(self.engine, request, "training")
+        if self.eval_engine is not None:
+            check_engine(self.eval_engine, request, "dev")
 
     # --- data -------------------------------------------------------------------------------------------
 
@@ -190,6 +227,7 @@ class Trainer:
                 ref_logp = compute_logprobs(ref, batch, T, mb)
         values = None
         if self.critic is not None:
+            self.critic.eval()  # rollout values: no dropout, like the policy's old log-probs
             with torch.no_grad():
                 values = torch.cat([self.critic(_rows(batch, slice(s, s + mb)))
                                     for s in range(0, len(ro), mb)]).cpu()
@@ -202,15 +240,29 @@ class Trainer:
     def step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         p = self.schedule(step)
-        ro = rollout(self.batch_records(step), self.backend, self.tok, self.engine, self.rollout_cfg,
-                     noise_prob=p, seed=self.cfg.train.seed * 1_000_003 + step)
+        try:
+            ro = rollout(self.batch_records(step), self.backend, self.tok, self.engine, self.rollout_cfg,
+                         noise_prob=p, seed=self.cfg.train.seed * 1_000_003 + step)
+        except (SearchError, OSError) as e:  # the engine gave up mid-rollout: nothing to train on
+            why = f"the engine failed: {type(e).__name__}: {e}"
+            self.failures.record(True, why)
+            return self._skip(step, p, why, failed=1, searches=1)
         t_rollout = time.perf_counter() - t0
+        failed, searches = search_failures([t.documents for t in ro])
+        if self.failures.skip(failed, searches):
+            return self._skip(step, p, f"{failed} of {searches} searches failed", failed, searches, ro)
         batch = collate(ro, self.tok.pad_token_id)
         rb = self._rollout_batch(ro, batch)
+        nonfinite = int((~torch.isfinite(rb.old_logp)).sum())
+        if rb.ref_logp is not None:
+            nonfinite += int((~torch.isfinite(rb.ref_logp)).sum())
+        if self.failures.record(nonfinite > 0, f"{nonfinite} log-probs were not finite"):
+            return self._skip(step, p, f"{nonfinite} non-finite log-probs", failed, searches, ro, nonfinite=nonfinite)
         adv, returns = self.algo.compute_advantages(rb)
         rb = dataclasses.replace(rb, advantages=adv, returns=returns)
         t1 = time.perf_counter()
         upd = self.update(batch, rb, step)
+        self._step_schedulers()
         t_update = time.perf_counter() - t1
         s = ro.stats
         rewards = batch["rewards"]
@@ -224,12 +276,33 @@ class Trainer:
             "engine_fallbacks": s.engine_fallbacks, "truncated_tokens": sum(s.truncation.values()),
             "tokens_per_s": s.tokens_per_s, "time_rollout": t_rollout - s.engine_seconds,
             "time_engine": s.engine_seconds, "time_update": t_update, "time_step": time.perf_counter() - t0,
-            **upd,
+            "failed_searches": failed, "skipped": 0, "skipped_total": self.failures.skipped, "nonfinite": 0,
+            **upd, **self.counters.delta(),
         }
         if rb.ref_logp is not None:
             metrics["kl"] = float(masked_mean(kl_penalty(rb.old_logp, rb.ref_logp, "k3"), rb.mask))
         self.logger.samples(step, [_sample(t) for t in ro[: self.cfg.train.samples_per_step]])
         return metrics
+
+    def _step_schedulers(self) -> None:
+        """Once per training step, trained on or skipped: lr(step) depends on the step number only."""
+        self.sched.step()
+        if self.critic is not None:
+            self.critic_sched.step()
+
+    def _skip(self, step: int, p: float, why: str, failed: int, searches: int, ro: Rollout | None = None,
+              nonfinite: int = 0) -> dict[str, Any]:
+        """A step not trained on: its metrics say why; its samples are logged so the failure can be seen."""
+        self._step_schedulers()
+        if ro is not None:
+            self.logger.samples(step, [_sample(t) for t in ro[: self.cfg.train.samples_per_step]])
+        out: dict[str, Any] = {"noise_prob": p, "failed_searches": failed, "searches_total": searches,
+                               "skipped": 1, "skipped_total": self.failures.skipped, "skip_reason": why,
+                               "nonfinite": nonfinite, "lr": self.sched.get_last_lr()[0], **self.counters.delta()}
+        if ro is not None:
+            out.update(reward=ro.stats.mean_reward, searches=ro.stats.mean_searches,
+                       response_tokens=ro.stats.mean_response_tokens, engine_fallbacks=ro.stats.engine_fallbacks)
+        return out
 
     def update(self, batch: dict[str, Tensor], rb: RolloutBatch, step: int) -> dict[str, float]:
         """ppo_epochs passes of mini-batch updates; each mini-batch accumulates micro-batch gradients
@@ -268,32 +341,26 @@ class Trainer:
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(gn)
                 counts["grad_norm"] = counts.get("grad_norm", 0) + 1
                 self.opt.step()
-                self.sched.step()
                 self.opt.zero_grad(set_to_none=True)
                 if self.critic is not None:
                     torch.nn.utils.clip_grad_norm_(self.critic.parameters(), o.grad_clip)
                     self.critic_opt.step()
-                    self.critic_sched.step()
                     self.critic_opt.zero_grad(set_to_none=True)
         self.policy.eval()
         n_mini = o.ppo_epochs * -(-B // o.mini_batch_size)
         # Micro-batch stats were weighted to sum to the mini-batch value; average those over mini-batches.
         out = {k: v / n_mini for k, v in sums.items() if k != "grad_norm"}
         out["grad_norm"] = sums.get("grad_norm", 0.0) / max(counts.get("grad_norm", 1), 1)
-        out["lr"] = self.sched.get_last_lr()[0]
+        out["lr"] = self.sched.get_last_lr()[0]  # the lr this step trained with (schedulers step in `step`)
         return out
 
     # --- evaluation on the fixed dev batch ----------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy rollouts of the fixed dev batch (a training monitor; `zerosearch eval` is the benchmark)."""
-        if not self.dev_data:
+        """The dev batch on the (real or answer-blind) dev engine: see zerosearch.dev_eval."""
+        if self.eval_engine is None:
             return {}
-        cfg = dataclasses.replace(self.rollout_cfg, temperature=0.0, n=1)
-        ro = rollout(self.dev_data, self.backend, self.tok, self.eval_engine, cfg, noise_prob=0.0, seed=0)
-        return {"dev/reward": ro.stats.mean_reward, "dev/em": _mean(t.metrics["em"] for t in ro),
-                "dev/f1": _mean(t.metrics["f1"] for t in ro), "dev/searches": ro.stats.mean_searches,
-                "dev/answered_rate": ro.stats.answered_rate}
+        return evaluate_dev(self.dev_data, self.backend, self.tok, self.eval_engine, self.rollout_cfg)
 
     # --- the loop -----------------------------------------------------------------------------------------
 
@@ -307,18 +374,36 @@ class Trainer:
             self.logger.log(0, {**last, "noise_prob": self.schedule(0)})
         with _progress(self.show_progress, cfg.steps, self.start_step) as bar:
             for step in range(self.start_step + 1, cfg.steps + 1):
-                metrics = self.step(step)
+                try:
+                    metrics = self.step(step)
+                except TrainingHalted as e:
+                    self._halt(step, {"skipped": 1, "skipped_total": self.failures.skipped}, str(e))
+                alarms = self.monitor.update(metrics)
+                metrics.update({f"alarm/{a}": 1 for a in alarms})
                 if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
                     metrics.update(self.evaluate())
+                if self.monitor.should_stop():
+                    self._halt(step, metrics, f"collapse alarm ({', '.join(alarms)}) for "
+                                              f"{self.monitor.streak} steps in a row")
                 self.logger.log(step, metrics)
                 last = metrics
-                if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
+                # A skipped step, or one under alarm when alarms can stop the run, is no "good" checkpoint.
+                bad = metrics.get("skipped") or (alarms and self.cfg.monitor.stop_on_collapse)
+                if (cfg.save_every and step % cfg.save_every == 0 and not bad) or step == cfg.steps:
                     self.save(step)
-                bar(step, metrics)
+                bar(step, metrics, alarms)
         self.logger.close()
         self.export(self.run_dir / "final")
         plot_run(self.run_dir / "metrics.jsonl", self.run_dir / "metrics.png")
         return last
+
+    def _halt(self, step: int, metrics: dict[str, Any], why: str) -> None:
+        """Log the step that stopped the run, keep every checkpoint as it is, and raise TrainingHalted."""
+        self.logger.log(step, {**metrics, "halted": 1})
+        self.logger.close()
+        kept = self.last_saved or (list_checkpoints(self.run_dir) or [None])[-1]
+        raise TrainingHalted(f"stopped at step {step}: {why}; last good checkpoint: "
+                             f"{kept if kept is not None else 'none (nothing was saved before)'}")
 
     def save(self, step: int) -> Path:
         state = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": rng_state(),
@@ -327,8 +412,11 @@ class Trainer:
             state.update(critic_optimizer=self.critic_opt.state_dict(), critic_scheduler=self.critic_sched.state_dict())
         if hasattr(self.engine, "state_dict"):
             state["engine"] = self.engine.state_dict()
-        return save_checkpoint(self.run_dir, step, policy=self.policy, critic=self.critic, trainer_state=state,
-                               config_yaml=self.config_yaml, keep=self.cfg.train.keep_checkpoints)
+        state.update(failures=self.failures.state_dict(), monitor=self.monitor.state_dict())
+        self.last_saved = save_checkpoint(self.run_dir, step, policy=self.policy, critic=self.critic,
+                                          trainer_state=state, config_yaml=self.config_yaml,
+                                          keep=self.cfg.train.keep_checkpoints)
+        return self.last_saved
 
     def _resume(self) -> None:
         ckpts = list_checkpoints(self.run_dir)
@@ -347,8 +435,12 @@ class Trainer:
         self.schedule.load_state_dict(state["curriculum"])
         if "engine" in state and hasattr(self.engine, "load_state_dict"):
             self.engine.load_state_dict(state["engine"])
+        if "failures" in state:
+            self.failures.load_state_dict(state["failures"])
+            self.monitor.load_state_dict(state["monitor"])
         set_rng_state(state["rng"])
         self.start_step = int(state["step"])
+        self.last_saved = ckpts[-1]
 
     def export(self, out: Path) -> Path:
         """The trained policy as a checkpoint `zerosearch.models.load(out)` reads (LoRA: merged in)."""
@@ -362,8 +454,8 @@ class Trainer:
 
     def close(self) -> None:
         self.engine.close()
-        if self.eval_engine is not self.engine:
-            self.eval_engine.close()
+        if self._owned_eval_engine is not None:
+            self._owned_eval_engine.close()
 
 
 def _rows(batch: dict[str, Tensor], idx: Any) -> dict[str, Tensor]:
@@ -389,22 +481,33 @@ def _trim(batch: dict[str, Tensor], rb: RolloutBatch) -> tuple[dict[str, Tensor]
     return out, dataclasses.replace(rb, **cut)
 
 
+def warmup(ratio: float, steps: int) -> Any:
+    """The lr factor of training step s + 1 (LambdaLR's s counts scheduler steps, one per training step):
+    linear over int(ratio * steps) steps (veRL's count), then 1. The first step trains at 1/W, not at
+    veRL's 0 (an update that cannot move the weights)."""
+    w = int(ratio * steps)
+    return lambda s: min(1.0, (s + 1) / w) if w > 0 else 1.0
+
+
 def _mean(xs: Any) -> float:
     xs = list(xs)
     return sum(xs) / len(xs) if xs else 0.0
 
 
 def _sample(t: Any) -> dict[str, Any]:
+    """One trajectory for samples.jsonl, with every search's documents and their leak-guard flags
+    (`meta.leak`, `meta.leak_reason`, `meta.leak_replaced`, `meta.fallback`) as the engine returned them."""
     return {"question": t.question, "golden_answers": t.golden_answers, "response": t.response,
             "answer": t.answer, "reward": t.reward, "turns": t.turns, "searches": t.searches,
-            "queries": t.queries, "draws": t.draws, "end": t.end}
+            "queries": t.queries, "draws": t.draws, "end": t.end,
+            "documents": [[d.to_dict() for d in docs] for docs in t.documents]}
 
 
 @contextmanager
 def _progress(enabled: bool, total: int, start: int):
     """A rich progress bar with the step's reward and ETA; a no-op callback when disabled."""
     if not enabled:
-        yield lambda step, metrics: None
+        yield lambda step, metrics, alarms=(): None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -412,10 +515,16 @@ def _progress(enabled: bool, total: int, start: int):
                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()) as prog:
         task = prog.add_task("train", total=total, completed=start, info="")
 
-        def update(step: int, m: dict[str, Any]) -> None:
+        def update(step: int, m: dict[str, Any], alarms: Any = ()) -> None:
             info = f"reward {m.get('reward', 0):.3f}  p_noise {m.get('noise_prob', 0):.2f}"
             if "dev/reward" in m:
                 info += f"  dev {m['dev/reward']:.3f}"
+            if note := counter_note(m):
+                info += f"  [yellow]{note}[/]"
+            if m.get("skipped"):
+                info += f"  [red]SKIPPED ({m.get('skip_reason', '')})[/]"
+            if alarms:
+                info += f"  [red]ALARM {','.join(alarms)}[/]"
             prog.update(task, completed=step, info=info)
 
         yield update

@@ -15,11 +15,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from zerosearch.config import load_train_config
+    from zerosearch.monitors import TrainingHalted
     from zerosearch.trainer import train
 
     cfg = load_train_config(args.config, args.overrides)
-    last = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    try:
+        last = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    except TrainingHalted as e:  # a deliberate stop (failed searches, collapse): one line, no traceback
+        print(f"zerosearch train: {e}  (see {args.out}/metrics.jsonl; continue with --resume)", file=sys.stderr)
+        return 3
     shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float) and k.split("/")[0] in
              ("reward", "f1", "em", "dev", "searches", "kl", "noise_prob")}
     print(f"run: {args.out}  (metrics.jsonl, metrics.png, samples.jsonl, checkpoints/, final/)")
