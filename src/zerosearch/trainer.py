@@ -36,6 +36,7 @@ from zerosearch.config import TrainConfig, dump_config
 from zerosearch.curriculum import Curriculum, FixedSchedule, NoiseSchedule
 from zerosearch.data import QARecord, load_qa
 from zerosearch.engines import EngineConfig, SearchEngine, build_engine
+from zerosearch.engines.self_search import bind_policy
 from zerosearch.generation import HFBackend
 from zerosearch.io import atomic_write_text
 from zerosearch.metrics import MetricsLogger, plot_run
@@ -143,6 +144,8 @@ class Trainer:
                                          max_total_tokens=r.max_total_tokens, k=self.engine_k(), n=r.n,
                                          temperature=r.temperature, top_p=r.top_p, format_weight=r.format_weight)
         self.backend = HFBackend(self.policy, self.tok, batch_size=r.batch_size)
+        for e in (self.engine, self.eval_engine):  # a `self` engine writes its documents with this policy
+            bind_policy(e, self.backend, self.tok)
         self.start_step = 0
         if resume:
             self._resume()
