@@ -97,7 +97,7 @@ def test_unbound_self_engine_says_what_is_missing_and_refuses_a_cache() -> None:
     engine = build_engine(EngineConfig(name="self", k=2))
     assert isinstance(engine, SelfSearchEngine) and not engine.bound and engine.is_simulator
     assert not engine.sees_gold_answers  # evaluation accepts it
-    with pytest.raises(RuntimeError, match="bind_policy"):
+    with pytest.raises(ValueError, match="bind_policy"):  # a user error on the command line: one clear line
         engine.search([SearchRequest(query="x", k=2)])
     with pytest.raises(ValueError, match="real engines only"):
         build_engine(EngineConfig(name="self", cache="c.sqlite"))

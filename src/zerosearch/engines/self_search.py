@@ -78,6 +78,10 @@ class PolicyDocBackend:
         pass
 
 
+class UnboundPolicyError(ValueError):
+    """The `self` engine was used where there is no policy (e.g. `zerosearch search --engine self`)."""
+
+
 class _Unbound:
     """The backend of an engine built before its policy: any use says what is missing."""
 
@@ -85,8 +89,9 @@ class _Unbound:
         return "policy:unbound"
 
     def generate(self, *a: Any, **kw: Any) -> list[Generation]:
-        raise RuntimeError("the 'self' engine has no policy yet: call zerosearch.engines.self_search.bind_policy("
-                           "engine, generation_backend, tokenizer) first (the trainer and `zerosearch eval` do)")
+        raise UnboundPolicyError("the 'self' engine has no policy to write its documents: use it where a policy runs "
+                                 "(train, eval, gap, ask), or in code call zerosearch.engines.self_search.bind_policy("
+                                 "engine, generation_backend, tokenizer) first")
 
     def stats(self) -> dict[str, Any]:
         return {}
