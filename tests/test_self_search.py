@@ -141,3 +141,13 @@ def test_a_training_step_runs_with_the_self_engine(tmp_path) -> None:
     assert trainer.engine.stats()["queries"] == 4 and trainer.engine.stats()["backend_prompts"] == 4
     assert metrics["policy_tokens"] < metrics["response_tokens"]  # the self-written documents are masked
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+
+
+def test_the_self_config_loads_and_builds_its_engine() -> None:
+    from pathlib import Path
+
+    from zerosearch.config import load_train_config
+
+    cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "smol-self.yaml", [])
+    engine = build_engine(EngineConfig.from_dict(cfg.engine))
+    assert isinstance(engine, SelfSearchEngine) and engine.k == 3 and cfg.curriculum.fixed == 0.0
