@@ -7,6 +7,8 @@ Arms, all from the same cold-started SmolLM2 policy and the same seed (zerosearc
     sim-fixed        simulated engine, fixed p = 0.5 (the paper's "random" ablation)
     real-bm25        real BM25 over the world's corpus (Search-R1)
     no-loss-mask     sim-curriculum, but retrieved tokens are trained on too (the mask ablation)
+    self             the policy writes its own documents (SSRL-style `self` engine), same curriculum: the
+                     only change from sim-curriculum is who writes (docs/self-search.md)
 
 plus the starting policy itself ("cold start", no RL). Every arm is evaluated as a search agent with real
 BM25 on the same held-out test questions (greedy). Runs are resumable: each arm lives in OUT/<arm>/ and a
@@ -35,7 +37,7 @@ from typing import Any
 
 from zerosearch.demo import SIZE_FIELDS, DemoConfig, cold_start, grpo_config
 
-ARMS = ("sim-curriculum", "sim-fixed", "real-bm25", "no-loss-mask")
+ARMS = ("sim-curriculum", "sim-fixed", "real-bm25", "no-loss-mask", "self")
 
 
 def arm_config(arm: str, base: dict[str, Any], world: Path) -> dict[str, Any]:
@@ -46,6 +48,10 @@ def arm_config(arm: str, base: dict[str, Any], world: Path) -> dict[str, Any]:
         cfg["engine"] = {"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": base["engine"]["k"]}
     elif arm == "no-loss-mask":
         cfg["train"]["loss_mask"] = False
+    elif arm == "self":
+        # The simulator's document settings (prompt family included), written by the policy instead.
+        keep = ("k", "sim_mode", "doc_words", "max_new_tokens", "temperature", "seed")
+        cfg["engine"] = {"name": "self", **{f: base["engine"][f] for f in keep if f in base["engine"]}}
     elif arm != "sim-curriculum":
         raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
     return cfg
@@ -168,7 +174,7 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
              "training min |", "|---|---|---|---|---|---|---|"]
     against = {"cold start": "(no RL)", "sim-curriculum": "simulator, curriculum p 0 -> 0.5",
                "sim-fixed": "simulator, fixed p = 0.5", "real-bm25": "real BM25",
-               "no-loss-mask": "simulator, curriculum, no loss mask"}
+               "no-loss-mask": "simulator, curriculum, no loss mask", "self": "itself (self-search), curriculum"}
     for name, v in results.items():
         minutes = figures.get(f"train_minutes/{name}")
         lines.append(f"| {name} | {against[name]} | {100 * v['em']:.1f} ± {100 * v['se']:.1f} | {100 * v['f1']:.1f} | "

@@ -167,14 +167,21 @@ def test_eval_and_compare_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "| method | alpha | avg |" in out
     assert len(read_jsonl(tmp_path / "b" / "predictions.jsonl")) == 2
-    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "results.json")]) == 0
+    # b ran 2 of the 3 questions: another protocol, refused unless allowed, and the fields are named.
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "results.json")]) == 2
+    err = capsys.readouterr().err
+    assert "b vs a: n_questions: 2 vs 3" in err and "questions_sha256" in err and "--allow-protocol-mismatch" in err
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "results.json"),
+                 "--allow-protocol-mismatch", "n_questions,questions_sha256"]) == 0
     table = capsys.readouterr().out
-    assert "| a | rag |" in table and "| b | direct |" in table
+    assert "| a | rag |" in table and "| b | direct |" in table and "b vs a: n_questions: 2 vs 3" in table
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "a" / "leaderboard-rag.json")]) == 0
+    assert "| leaderboard-rag | rag |" in capsys.readouterr().out
     assert main(["eval", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "c"), "--method", "direct"]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
     assert main(["compare", str(tmp_path / "bad.json")]) == 2
-    assert "no 'summary' field" in capsys.readouterr().err
+    assert "neither a zerosearch results.json" in capsys.readouterr().err
 
 
 def test_ask_shows_policy_blocks_and_inserted_text_apart(tiny: Any) -> None:
@@ -201,3 +208,62 @@ def test_duplicate_question_ids_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="duplicate question id '2' in dataset 'tq'"):
         run_eval(rows, None, None, None, EvalConfig(methods=["direct"]), tmp_path)
     assert not (tmp_path / "predictions.jsonl").exists()
+
+
+# --- protocol and leaderboard export ---------------------------------------------------------------------
+
+
+def test_results_record_the_protocol_and_the_leaderboard_export_round_trips(tiny: Any, tmp_path: Path) -> None:
+    from zerosearch.protocol import read_result
+
+    backend, tok = tiny
+    cfg = EvalConfig(methods=["direct", "search-agent"], **FAST)
+    result = run_eval(RECORDS, backend, tok, RecordingEngine(), cfg, tmp_path, meta={"model": "tiny-random",
+                                                                                       "data_spec": "qa.jsonl"})
+    p = result["protocol"]
+    assert p["engine"] == {"name": "fake", "identity": "fake"} and p["corpus"] is None
+    assert (p["k"], p["max_turns"], p["split"], p["n_questions"]) == (cfg.k, cfg.max_turns, "qa.jsonl", len(RECORDS))
+    assert p["sampling"] == {"temperature": 0.0, "top_p": 1.0, "seed": 0}
+    assert set(p["prompt_template"]) == {"direct", "search-agent"}
+    assert p["prompt_template"]["search-agent"]["name"] == "SEARCH_AGENT"
+    assert "Protocol: engine `fake`" in (tmp_path / "results.md").read_text()
+    board = json.loads((tmp_path / "leaderboard-search-agent.json").read_text())
+    assert set(board) == {"config", "results"} and set(board["results"]) == {"alpha", "beta"}
+    assert board["results"]["alpha"] == {"exact_match": result["summary"]["search-agent"]["alpha"]["em"]}
+    assert board["config"]["protocol"] == p and board["config"]["method"] == "search-agent"
+    # Round trip, on numbers that are not all zero (a random policy scores 0): EM, F1, cover-EM, n per dataset.
+    from zerosearch.protocol import write_leaderboard
+
+    per = {"nq": {"n": 7, "em": 2 / 7, "f1": 0.4, "cover_em": 3 / 7}, "hotpotqa": {"n": 5, "em": 0.2, "f1": 0.35, "cover_em": 0.6}}
+    per["avg"] = {"n": 12, **{k: (per["nq"][k] + per["hotpotqa"][k]) / 2 for k in ("em", "f1", "cover_em")}}
+    made = {"model": "m", "protocol": p, "summary": {"search-agent": per}}
+    (path,) = write_leaderboard(tmp_path / "lb", made)
+    back = read_result(path)
+    assert json.loads(path.read_text())["results"] == {"hotpotqa": {"exact_match": 0.2}, "nq": {"exact_match": 2 / 7}}
+    assert back["summary"] == made["summary"] and back["protocol"] == p and back["model"] == "m"
+
+
+def test_protocol_differences_are_named_and_refused_unless_allowed() -> None:
+    from zerosearch.protocol import check_comparable, compare_protocols
+
+    base = {"engine": {"name": "bm25", "identity": "bm25:c:sha256=1"}, "k": 3, "max_turns": 4,  # (rag: no turns)
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "seed": 0}, "prompt_template": {"rag": {"sha256": "a"}}}
+    other = {**base, "k": 5, "sampling": {**base["sampling"], "seed": 1},
+             "prompt_template": {"rag": {"sha256": "a"}, "direct": {"sha256": "b"}}}  # an extra method is no difference
+    assert compare_protocols(base, other) == [("k", 3, 5), ("sampling.seed", 0, 1)]
+    assert compare_protocols(base, dict(base)) == []
+    with pytest.raises(ValueError) as e:
+        check_comparable([("a", base), ("b", other)])
+    assert "b vs a: k: 5 vs 3" in str(e.value) and "b vs a: sampling.seed: 1 vs 0" in str(e.value)
+    with pytest.raises(ValueError, match="sampling.seed"):
+        check_comparable([("a", base), ("b", other)], {"k"})
+    assert check_comparable([("a", base), ("b", other)], {"k", "sampling"}) == ["b vs a: k: 5 vs 3",
+                                                                                "b vs a: sampling.seed: 1 vs 0"]
+    assert check_comparable([("a", base), ("b", other)], {"*"})
+    with pytest.raises(ValueError, match="protocol: 'not recorded' vs 'recorded'"):
+        check_comparable([("a", base), ("b", None)])
+    # Fields a side's methods do not depend on: no engine (direct only), no search agent (no turn limit).
+    direct = {**base, "engine": None, "k": 9, "max_turns": 1, "prompt_template": {"direct": {"sha256": "b"}}}
+    assert compare_protocols(base, direct) == []
+    agent = {**base, "prompt_template": {"search-agent": {"sha256": "s"}}}
+    assert compare_protocols(agent, {**agent, "max_turns": 2}) == [("max_turns", 4, 2)]

@@ -9,8 +9,10 @@
 Honesty rules, enforced here rather than trusted to the caller:
 - the engine never sees a gold answer: an engine that reads them (a simulator not in answer-blind
   mode) is refused, and every request is stripped to (query, k, row id) on its way to any engine;
-- the result file records model, engine, data hash per dataset, seeds and the whole config, and a
-  resumed run must match them.
+- the result file records model, engine, data hash per dataset, seeds, the whole config and the
+  protocol (`zerosearch.protocol`: engine, corpus hash, k, turns, templates, split, sampling), and a
+  resumed run must match them; `leaderboard-<method>.json` repeats the numbers in the SearchAgent-
+  leaderboard layout.
 
 Per-example results go to `predictions.jsonl`, appended (and fsynced) as each chunk of examples
 finishes, so an interrupted eval continues where it stopped and the final table is the same as an
@@ -38,6 +40,7 @@ from zerosearch.data import QARecord, data_hash
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
 from zerosearch.io import append_jsonl, atomic_write_text, truncate_jsonl
 from zerosearch.prompts import COT, DIRECT, R1, RAG, render_prompt
+from zerosearch.protocol import eval_protocol, protocol_markdown, write_leaderboard
 from zerosearch.reward import answer_metrics, extract_answer
 from zerosearch.rollout import RolloutConfig, rollout
 
@@ -189,7 +192,8 @@ def run_eval(records: Sequence[QARecord], backend: Any, tokenizer: Any, engine: 
         by_ds.setdefault(r.data_source, []).append(r)
     header = {**(meta or {}), "engine": engine.identity() if engine is not None else None,
               "config": dataclasses.asdict(cfg),
-              "data": {ds: {"n": len(rs), "hash": data_hash(rs)} for ds, rs in sorted(by_ds.items())}}
+              "data": {ds: {"n": len(rs), "hash": data_hash(rs)} for ds, rs in sorted(by_ds.items())},
+              "protocol": eval_protocol(engine, cfg, list(records), tokenizer, (meta or {}).get("data_spec"))}
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
         return _run_locked(records, backend, tokenizer, engine, cfg, out, header, by_ds, progress)
@@ -262,8 +266,9 @@ def _run_locked(records: Sequence[QARecord], backend: Any, tokenizer: Any, engin
     summary = summarize(rows, cfg.methods, sorted(by_ds))
     result = {**header, "seconds_this_run": round(time.perf_counter() - t0, 1), "summary": summary}
     atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(out / "results.md", markdown_table(summary) + "\n")
+    atomic_write_text(out / "results.md", markdown_table(summary) + "\n\n" + protocol_markdown(header["protocol"]) + "\n")
     atomic_write_text(out / "results.csv", csv_table(summary))
+    write_leaderboard(out, result)  # leaderboard-<method>.json: ReSeek's SearchAgent-leaderboard layout
     return result
 
 

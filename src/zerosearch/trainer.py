@@ -44,6 +44,7 @@ from zerosearch.data import QARecord, load_qa
 from zerosearch.dev_eval import dev_engine, dev_engine_config
 from zerosearch.dev_eval import evaluate as evaluate_dev
 from zerosearch.engines import EngineConfig, SearchEngine, SearchError, SearchRequest, build_engine
+from zerosearch.engines.self_search import bind_policy
 from zerosearch.generation import HFBackend
 from zerosearch.io import atomic_write_text
 from zerosearch.metrics import MetricsLogger, plot_run
@@ -166,6 +167,8 @@ class Trainer:
                                          max_total_tokens=r.max_total_tokens, k=self.engine_k(), n=r.n,
                                          temperature=r.temperature, top_p=r.top_p, format_weight=r.format_weight)
         self.backend = HFBackend(self.policy, self.tok, batch_size=r.batch_size)
+        for e in (self.engine, self.eval_engine):  # a `self` engine writes its documents with this policy
+            bind_policy(e, self.backend, self.tok)
         self.check_engines()  # before _resume: a resumed engine's RNG is the checkpoint's, not the probe's
         self.failures = FailedSearchPolicy(cfg.train.max_failed_search_share, cfg.train.max_consecutive_failed_steps)
         self.monitor = CollapseMonitor(MonitorSettings(**cfg.monitor.model_dump()))

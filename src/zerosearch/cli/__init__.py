@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("zerosearch.cli.eval", "evaluate a model (direct, cot, r1, rag, search-agent) on QA sets: EM tables"),
     "ask": ("zerosearch.cli.ask", "run the search agent on one question and show its trajectory"),
     "compare": ("zerosearch.cli.compare", "one table from several evaluation results, with differences"),
+    "gap": ("zerosearch.cli.gap", "the sim-to-real gap: one policy with several engines (bm25, simulator, self), paired"),
     "search": ("zerosearch.cli.search", "ask a search engine (bm25, dense, http, serpapi, simulated) some queries"),
     "serve": ("zerosearch.cli.serve", "expose a search engine over HTTP (/search, /retrieve, /health, /metrics)"),
     "export": ("zerosearch.cli.export", "a QA source as another RL engine's training data (--format verl)"),

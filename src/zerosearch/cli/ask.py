@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from zerosearch.data import QARecord
     from zerosearch.engines import EngineConfig, build_engine
+    from zerosearch.engines.self_search import bind_policy
     from zerosearch.eval import AnswerBlind
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
@@ -70,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
                         temperature=args.policy_temperature, prompt_overflow="truncate_left")
     record = QARecord(id="ask", question=args.question, golden_answers=[], data_source="ask")
     with build_engine(ecfg.on_world(None, world_dir=args.world_dir)) as engine:
-        traj = rollout([record], HFBackend(model, tok, batch_size=1), tok, AnswerBlind(engine), cfg, seed=args.seed)[0]
+        backend = HFBackend(model, tok, batch_size=1)
+        bind_policy(engine, backend, tok)  # `--engine self`: the policy writes its own documents
+        traj = rollout([record], backend, tok, AnswerBlind(engine), cfg, seed=args.seed)[0]
     console = Console(highlight=False)
     if args.raw:
         console.print(traj.response, markup=False)

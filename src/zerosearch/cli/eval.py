@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from zerosearch.data import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
+    from zerosearch.engines.self_search import bind_policy
     from zerosearch.eval import NEEDS_ENGINE, EvalConfig, markdown_table, run_eval
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model, tok = load(args.model)
         backend = HFBackend(model.eval(), tok, batch_size=args.batch_size)
+    bind_policy(engine, backend, tok)  # `--engine self`: the evaluated policy writes its own documents
     meta = {"model": args.model, "data_spec": args.data, "limit": args.limit}
     try:
         with _progress(not args.no_progress) as progress:

@@ -42,10 +42,10 @@ class Counters:
 
 def build_engine(cfg: EngineConfig) -> SearchEngine:
     """The engine `cfg` names, behind the SQLite cache when `cfg.cache` is set (real engines only)."""
-    if cfg.name == "simulated" and cfg.cache:
-        # The simulator samples fresh documents on each call (the curriculum depends on it): caching
-        # would freeze one sample per query.
-        raise ValueError("--cache applies to real engines only (bm25, dense, http, serpapi), not to 'simulated'")
+    if cfg.name in ("simulated", "self") and cfg.cache:
+        # The simulator samples fresh documents on each call (the curriculum depends on it), and `self`
+        # writes them with weights that change every step: caching would freeze one sample per query.
+        raise ValueError(f"--cache applies to real engines only (bm25, dense, http, serpapi), not to {cfg.name!r}")
     engine = pkgutil.resolve_name(ENGINES[cfg.name]).from_config(cfg)
     if cfg.cache:
         from zerosearch.engines.cache import CachedEngine

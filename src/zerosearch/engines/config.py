@@ -23,6 +23,7 @@ ENGINES = {
     "http": "zerosearch.engines.http:HttpEngine",
     "serpapi": "zerosearch.engines.serpapi:SerpApiEngine",
     "simulated": "zerosearch.engines.simulated:SimulatedEngine",
+    "self": "zerosearch.engines.self_search:SelfSearchEngine",  # the policy itself; bind_policy() before use
 }
 
 
@@ -49,7 +50,7 @@ class EngineConfig:
     retries: int = 3  # bounded; never retry forever
     backoff: float = 0.5  # seconds, doubled each retry
 
-    # Simulated engine.
+    # Simulated engine (and `self`, which reads k, doc_words, sim_mode, temperature, top_p, max_new_tokens, seed).
     model: str = "smollm2-135m-instruct"  # in-process model, or the model name sent to the endpoint
     sim_mode: Literal["prompt", "sft"] = "prompt"
     answer_blind: bool = False  # True: the simulator never sees question or gold answers (for evaluation)
