@@ -95,6 +95,9 @@ class TrainConfig(_Section):
     curriculum: CurriculumSection = CurriculumSection()
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
+    # `zerosearch train-trl` only: TRL-only trl.GRPOConfig fields (use_vllm, vllm_mode, logging_steps,
+    # report_to, ...); the shared sections above set the rest (zerosearch.integrations.trl.grpo_config).
+    trl: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _check_nested(self) -> TrainConfig:
