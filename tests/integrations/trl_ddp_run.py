@@ -1,5 +1,5 @@
-"""One rank of the 2-process TRL run (launched by test_trl.py with `accelerate launch --num_processes 2
---cpu`): the tiny run of trl_doubles, then this rank's record in OUT/rank<r>.json."""
+"""One rank of the 2-process TRL run (launched by test_trl.py with `accelerate launch --multi_gpu
+--num_processes 2` on a CPU-only machine: torchrun, gloo): the tiny run of trl_doubles, then this rank's record in OUT/rank<r>.json."""
 
 from __future__ import annotations
 

@@ -435,7 +435,8 @@ def build_trainer(cfg: Any, out_dir: str | Path, *, engine: SearchEngine | None 
     from zerosearch.trainer import engine_config
 
     out = Path(out_dir)
-    state = PartialState()
+    # as TrainingArguments will build it: without cpu=True a CPU-only torchrun world reads as 1 process
+    state = PartialState(cpu=bool(cfg.trl.get("use_cpu", False)))
     args = grpo_config(cfg, out, state.num_processes)
     world_dir = None
     if records is None or engine is None:
