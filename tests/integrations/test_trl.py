@@ -146,7 +146,9 @@ def test_two_processes_ddp_over_gloo(tmp_path: Path) -> None:
 # --- two implementations of the GRPO loss, one fixed batch ----------------------------------------------
 # Matching settings: zerosearch loss_agg token-mean <-> TRL loss_type "dapo" (one micro-batch per optimizer
 # step, one step per generation: TRL normalises by the batch's loss-mask tokens); seq-mean-token-mean <->
-# "grpo"; clip_eps / clip_eps_high <-> epsilon / epsilon_high; kl_loss_coef + k3 <-> beta (TRL's KL is k3);
+# "grpo"; clip_eps / clip_eps_high <-> epsilon / epsilon_high; kl_loss_coef + k3 <-> beta (TRL's KL is k3) with
+# use_bias_correction_kl=False (TRL's default True multiplies the KL by the importance ratio); float32 (TRL
+# defaults to bf16=True, i.e. autocast);
 # norm_adv_by_std <-> scale_rewards "group"/"none"; adv_eps 1e-4 <-> TRL's fixed 1e-4.
 # No match (not tested, documented in the README): TRL dr_grpo (a constant normaliser), bnpo/dapo over several
 # micro-batches (TRL's local or average token counts vs zerosearch's exact mini-batch count), cispo/sapo/
@@ -187,7 +189,8 @@ def test_grpo_loss_and_gradient_match_trl(tmp_path: Path, loss_agg: str, loss_ty
                           generation_batch_size=4, gradient_accumulation_steps=1, max_steps=1, beta=beta,
                           epsilon=eps, epsilon_high=eps_high, loss_type=loss_type, entropy_coef=entropy_coef,
                           scale_rewards="group", use_cpu=True, report_to="none", remove_unused_columns=False,
-                          max_completion_length=16, temperature=1.0, disable_tqdm=True, bf16=False)
+                          max_completion_length=16, temperature=1.0, disable_tqdm=True, bf16=False,
+                          use_bias_correction_kl=False)  # TRL's default True weights the KL by the ratio
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     trainer = trl.GRPOTrainer(model=model, processing_class=tok, args=args, reward_funcs=[_fixed_reward],
                               train_dataset=Dataset.from_dict({"prompt": ["a", "a", "b", "b"]}),
@@ -236,6 +239,8 @@ def test_grpo_loss_and_gradient_match_trl(tmp_path: Path, loss_agg: str, loss_ty
     assert float(loss_zs) == pytest.approx(float(loss_trl), rel=1e-5, abs=1e-6)
     num = max(float((a - b).abs().max()) for a, b in zip(grad_zs, grad_trl))
     scale = max(float(b.abs().max()) for b in grad_trl)
+    print(f"[{loss_agg}/{loss_type}] loss zerosearch {float(loss_zs):.8f} trl {float(loss_trl):.8f}; "
+          f"max |grad diff| {num:.3g} of max |grad| {scale:.3g}")
     assert scale > 0 and num <= 1e-4 * scale, f"max |grad diff| {num:.3g} vs max |grad| {scale:.3g}"
 
 
@@ -354,3 +359,43 @@ def test_vllm_colocate_mode_uses_trls_llm(monkeypatch: pytest.MonkeyPatch) -> No
     assert len({p.seed for p in params}) == 2  # two samples of one prompt: two seeds
     assert len(out["completion_ids"]) == 2 and ro.last[0].end == "answer"
     assert all(x == (-0.5 if m else 0.0) for x, m in zip(out["logprobs"][0], out["env_mask"][0]))
+
+
+# --- one config language: the mapping and its errors ----------------------------------------------------
+def test_grpo_config_from_the_shared_sections(tmp_path: Path) -> None:
+    from zerosearch.integrations.trl import grpo_config, plan
+
+    cfg = tiny_config()
+    sizes = plan(cfg, 2)
+    # 2 questions x 2 samples = 4 trajectories a rollout, mini-batch 4, micro 2 x 2 processes
+    assert sizes == {"trajectories_per_rollout": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                     "steps_per_generation": 1, "num_iterations": 1, "opt_steps_per_rollout": 1, "max_steps": 2}
+    args = grpo_config(tiny_config(["optim.ppo_epochs=2", "algorithm.clip_eps=0.1", "algorithm.kl_loss_coef=0.01",
+                                    "algorithm.loss_agg=seq-mean-token-mean", "rollout.temperature=0.7"]), tmp_path, 1)
+    assert (args.max_steps, args.num_iterations, args.gradient_accumulation_steps, args.steps_per_generation) == (4, 2, 2, 2)
+    assert (args.num_generations, args.epsilon, args.epsilon_high, args.beta, args.loss_type, args.temperature) == \
+        (2, 0.1, 0.1, 0.01, "grpo", 0.7)
+    assert args.bf16 is False and args.weight_decay == 0.0 and args.remove_unused_columns is False
+    assert args.use_bias_correction_kl is False  # zerosearch's plain k3 KL term
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trl.max_steps=9", "max_steps \\(set train.steps\\)"),
+    ("trl.num_generations=4", "set rollout.n"),
+    ("algorithm.name=ppo", "GRPO-family losses only"),
+    ("algorithm.loss_agg=seq-mean-token-sum", "no TRL loss with the same normalisation"),
+    ("algorithm.kl_loss_kind=k1", "k3 estimator only"),
+    ("trl.loss_type=grpo", "contradicts algorithm.loss_agg"),
+    ("trl.mask_truncated_completions=true", "stop string, not at EOS"),
+    ("optim.mini_batch_size=3", "multiple of optim.mini_batch_size"),
+])
+def test_grpo_config_errors_name_the_field(tmp_path: Path, override: str, message: str) -> None:
+    from zerosearch.integrations.trl import grpo_config
+
+    cfg = tiny_config([override]) if not override.startswith("algorithm.name") else None
+    if cfg is None:  # TrainConfig accepts ppo's hyper-parameters, train-trl must refuse the algorithm
+        cfg = tiny_config(["algorithm={name: ppo}"])
+    with pytest.raises(ValueError, match=message):
+        grpo_config(cfg, tmp_path, 1)
+    if override == "trl.loss_type=grpo":  # a TRL-only loss is a TRL-only knob, allowed
+        assert grpo_config(tiny_config(["trl.loss_type=dr_grpo"]), tmp_path, 1).loss_type == "dr_grpo"

@@ -389,6 +389,9 @@ def grpo_config(cfg: Any, out_dir: str | Path, num_processes: int) -> Any:
         epsilon_high=algo.clip_eps if algo.clip_eps_high is None else algo.clip_eps_high,
         entropy_coef=algo.entropy_coef, scale_rewards="group" if algo.norm_adv_by_std else "none",
         loss_type=loss_type, max_completion_length=r.max_total_tokens, remove_unused_columns=False,
+        # TRL 1.16 defaults to weighting the KL by the importance ratio (DeepSeek-V3.2), which changes its
+        # gradient even on-policy; zerosearch's GRPO adds the plain k3 KL. trl.use_bias_correction_kl=true opts in.
+        use_bias_correction_kl=False,
         gradient_checkpointing=cfg.model.gradient_checkpointing, bf16=cfg.model.dtype == "bfloat16",
         fp16=cfg.model.dtype == "float16",
         save_strategy="steps" if save else "no", save_steps=max(save, 1) * sizes["opt_steps_per_rollout"],
@@ -485,8 +488,11 @@ def build_trainer(cfg: Any, out_dir: str | Path, *, engine: SearchEngine | None 
 
 def train(cfg: Any, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train, then export the policy to out_dir/final (a checkpoint `zerosearch eval --model` reads)."""
+    import os
+    import shutil
+
     from zerosearch.config import dump_config
-    from zerosearch.io import atomic_path, atomic_write_text
+    from zerosearch.io import atomic_write_text
 
     out = Path(out_dir)
     if (out / "metrics.jsonl").exists() and not resume:
@@ -497,13 +503,16 @@ def train(cfg: Any, out_dir: str | Path, *, resume: bool = False) -> dict[str, A
         if trainer.accelerator.is_main_process:
             atomic_write_text(out / "config.yaml", dump_config(cfg))
         trainer.train(resume_from_checkpoint=True if resume else None)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        if cfg.model.lora_r > 0:
-            model = model.merge_and_unload()
+        # save_model on every rank (it gathers ZeRO-3 / FSDP shards; the main process writes), then the
+        # folder appears under its name in one rename: a crash never leaves a final/ that half loads.
+        # A LoRA run saves its adapter, which zerosearch.models.load reads.
+        tmp = out / ".final.tmp"
+        trainer.save_model(str(tmp))
         if trainer.accelerator.is_main_process:
-            with atomic_path(out / "final", is_dir=True) as tmp:
-                model.save_pretrained(tmp)
-                trainer.processing_class.save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)
+            if (out / "final").exists():
+                shutil.rmtree(out / "final")
+            os.replace(tmp, out / "final")
         trainer.accelerator.wait_for_everyone()
     finally:
         trainer.zerosearch_engine.close()
