@@ -139,6 +139,7 @@ def test_two_processes_ddp_over_gloo(tmp_path: Path) -> None:
     # each rank rolls out half of every rollout's 2 questions x 2 samples: one whole group each
     assert all(len(p) == 2 and p[0] == p[1] for r in ranks for p in r["prompts"])
     assert ranks[0]["noise_probs"] == ranks[1]["noise_probs"]  # the same curriculum step on both ranks
+    assert ranks[0]["logged_trajectories"] == [4.0, 4.0]  # the logged counts cover both ranks
     assert ranks[0]["param_sum"] == ranks[1]["param_sum"] != ranks[0]["param_sum_before"]  # synced and moved
     assert all(n > 0 for n in ranks[0]["grad_norms"]) and len(ranks[0]["grad_norms"]) == 2
 

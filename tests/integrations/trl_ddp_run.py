@@ -23,6 +23,7 @@ def main(out: Path) -> None:
     record = {"rank": acc.process_index, "world_size": acc.num_processes, "param_sum_before": before,
               "param_sum": param_sum(), "engine_queries": sum(len(c) for calls in ro.engine_calls for c in calls),
               "noise_probs": [h["noise_prob"] for h in ro.history],
+              "logged_trajectories": [h["metrics"]["zerosearch/trajectories"] for h in ro.history],
               "prompts": [[t.question for t in trajs] for trajs in ro.trajectories],
               "grad_norms": [row["grad_norm"] for row in trainer.state.log_history if "grad_norm" in row]}
     engine.close()

@@ -245,9 +245,13 @@ class ZeroSearchRollout:
         return out
 
 
+# Per-rollout counts: summed over processes (the rest are per-row means over equal shares: averaged)
+_COUNTS = ("trajectories", "generated_tokens", "useful_draws", "noisy_draws", "engine_fallbacks", "truncated_tokens")
+
+
 def _gather_mean(accelerator: Any, metrics: dict[str, float]) -> dict[str, float]:
-    """Metrics averaged over processes (each rollout's values are per-process means over equal rows);
-    engine counters summed (every process has its own engine)."""
+    """One rollout's metrics over all processes: means averaged, counts and truncation summed, engine
+    counters summed (every process has its own engine)."""
     if accelerator.num_processes == 1:
         return metrics
     from accelerate.utils import gather_object
@@ -255,7 +259,8 @@ def _gather_mean(accelerator: Any, metrics: dict[str, float]) -> dict[str, float
     every = gather_object([metrics])
     out = mean_metrics(every)
     for k in out:
-        if "/engine/" in k:
+        name = k.split("/", 1)[-1]
+        if name in _COUNTS or name.startswith(("engine/", "truncation/")):
             out[k] = sum(m.get(k, 0.0) for m in every)
     return out
 
