@@ -38,6 +38,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -478,8 +480,6 @@ def build_trainer(cfg: Any, out_dir: str | Path, *, engine: SearchEngine | None 
         m = cfg.model
         peft_config = LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
                                  target_modules=list(m.lora_targets), task_type="CAUSAL_LM")
-    import os
-
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is "experimental" in TRL 1.x
     trainer = trl.GRPOTrainer(model=model, processing_class=tok, args=args,
                               reward_funcs=[ZeroSearchReward(tok, r.format_weight)],
@@ -493,9 +493,6 @@ def build_trainer(cfg: Any, out_dir: str | Path, *, engine: SearchEngine | None 
 
 def train(cfg: Any, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train, then export the policy to out_dir/final (a checkpoint `zerosearch eval --model` reads)."""
-    import os
-    import shutil
-
     from zerosearch.config import dump_config
     from zerosearch.io import atomic_write_text
 
