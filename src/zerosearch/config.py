@@ -131,6 +131,9 @@ class TrainConfig(_Section):
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
     monitor: MonitorSection = MonitorSection()
+    # `zerosearch train-trl` only: TRL-only trl.GRPOConfig fields (use_vllm, vllm_mode, logging_steps,
+    # report_to, ...); the shared sections above set the rest (zerosearch.integrations.trl.grpo_config).
+    trl: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _check_nested(self) -> TrainConfig:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "world": ("zerosearch.cli.world", "generate the synthetic search world (corpus + QA splits)"),
     "warmup": ("zerosearch.cli.warmup", "cold-start SFT of the policy on search-protocol demonstrations"),
     "train": ("zerosearch.cli.train", "train a search policy with RL (GRPO, PPO, REINFORCE++) from a YAML config"),
+    "train-trl": ("zerosearch.cli.train_trl", "train with trl.GRPOTrainer (accelerate, vLLM) from the same YAML config"),
     "collect": ("zerosearch.cli.collect", "simulation tuning 1: search trajectories against a real engine, labelled"),
     "build-sft": ("zerosearch.cli.build_sft", "simulation tuning 2: the simulator's SFT set from trajectories"),
     "sft-simulator": ("zerosearch.cli.sft_simulator", "simulation tuning 3: fine-tune the simulation LLM"),
