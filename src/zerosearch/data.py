@@ -250,10 +250,12 @@ def load_qa(paths: str | Path | Iterable[str | Path], *, limit: int | None = Non
 
 
 def resolve_qa(spec: str, *, limit: int | None = None, seed: int = 0, world_dir: str | None = None,
-               default_split: str = "test") -> tuple[list[QARecord], Path | None]:
+               default_split: str = "test", world_config: dict[str, Any] | None = None,
+               ) -> tuple[list[QARecord], Path | None]:
     """Records for a command's `--data`: QA files (comma-separated) and/or `world[:split]` (the built-in
-    synthetic world, generated on first use); also the world folder when one was named."""
-    from zerosearch.world import cached_world
+    synthetic world, generated on first use; `world_config` holds WorldConfig fields for a non-default
+    one); also the world folder when one was named."""
+    from zerosearch.world import WorldConfig, cached_world
 
     records, world = [], None
     for part in [s for s in spec.split(",") if s]:
@@ -261,7 +263,7 @@ def resolve_qa(spec: str, *, limit: int | None = None, seed: int = 0, world_dir:
             split = part.partition(":")[2] or default_split
             if split not in ("train", "dev", "test"):
                 raise ValueError(f"--data {part}: the world's splits are train, dev and test")
-            world = cached_world(world_dir=world_dir)
+            world = cached_world(WorldConfig(**world_config) if world_config else None, world_dir=world_dir)
             records += subsample(load_qa(world / f"{split}.jsonl"), limit, seed)
         else:
             records += load_qa(part, limit=limit, seed=seed)

@@ -38,26 +38,8 @@ def load_records(spec: str, *, world: Mapping[str, Any] | None = None, world_dir
     `world` holds zerosearch.world.WorldConfig fields (TrainConfig's `data.world`); they only matter for
     "world" specs. Bad rows raise zerosearch.data.DataError naming file, row and field.
     """
-    if world:  # a non-default world: generate/cache that one, then read its splits like resolve_qa does
-        from zerosearch.data import load_qa, subsample
-        from zerosearch.world import WorldConfig, cached_world
-
-        out: list[QARecord] = []
-        world_path: Path | None = None
-        for part in [s for s in spec.split(",") if s]:
-            if part == "world" or part.startswith("world:"):
-                sp = part.partition(":")[2] or split
-                if sp not in ("train", "dev", "test"):
-                    raise ValueError(f"data {part!r}: the world's splits are train, dev and test")
-                world_path = cached_world(WorldConfig(**world), world_dir)
-                out += subsample(load_qa(world_path / f"{sp}.jsonl"), limit, seed)
-            else:
-                out += load_qa(part, limit=limit, seed=seed)
-        if not out:
-            raise ValueError(f"data {spec!r} has no questions")
-        return out, world_path
     return resolve_qa(spec, limit=limit, seed=seed, world_dir=None if world_dir is None else str(world_dir),
-                      default_split=split)
+                      default_split=split, world_config=world or None)
 
 
 def qa_rows(records: Sequence[QARecord]) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ TRL_ONLY_LOSSES = ("bnpo", "dr_grpo", "cispo", "sapo", "luspo", "vespo")
 # GRPOConfig fields that the shared sections set; a `trl:` section may not set them as well
 DERIVED = ("output_dir", "max_steps", "num_generations", "per_device_train_batch_size",
            "gradient_accumulation_steps", "steps_per_generation", "generation_batch_size", "num_iterations",
-           "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm", "warmup_steps",
+           "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm", "warmup_steps", "warmup_ratio",
            "lr_scheduler_type", "seed", "temperature", "top_p", "top_k", "repetition_penalty", "beta", "epsilon",
            "epsilon_high", "entropy_coef", "scale_rewards", "max_completion_length", "remove_unused_columns",
            "gradient_checkpointing", "bf16", "fp16", "save_steps", "save_strategy")
@@ -74,7 +74,8 @@ _WHERE = {"max_steps": "train.steps", "num_generations": "rollout.n", "learning_
           "gradient_accumulation_steps": "optim.mini_batch_size", "beta": "algorithm.kl_loss_coef",
           "epsilon": "algorithm.clip_eps", "epsilon_high": "algorithm.clip_eps_high", "seed": "train.seed",
           "temperature": "rollout.temperature", "top_p": "rollout.top_p", "entropy_coef": "algorithm.entropy_coef",
-          "weight_decay": "optim.weight_decay", "warmup_steps": "optim.warmup_steps",
+          "weight_decay": "optim.weight_decay", "warmup_steps": "optim.warmup_ratio",
+          "warmup_ratio": "optim.warmup_ratio",
           "max_grad_norm": "optim.grad_clip", "scale_rewards": "algorithm.norm_adv_by_std",
           "save_steps": "train.save_every", "gradient_checkpointing": "model.gradient_checkpointing"}
 
@@ -390,7 +391,9 @@ def grpo_config(cfg: Any, out_dir: str | Path, num_processes: int) -> Any:
         gradient_accumulation_steps=sizes["gradient_accumulation_steps"],
         steps_per_generation=sizes["steps_per_generation"], num_iterations=sizes["num_iterations"],
         learning_rate=o.lr, weight_decay=o.weight_decay, adam_beta1=o.betas[0], adam_beta2=o.betas[1],
-        max_grad_norm=o.grad_clip, warmup_steps=o.warmup_steps, lr_scheduler_type="constant_with_warmup",
+        max_grad_norm=o.grad_clip, lr_scheduler_type="constant_with_warmup",
+        # warm-up counted in training steps (rollouts) as in `zerosearch train`, given to TRL in optimizer steps
+        warmup_steps=int(o.warmup_ratio * cfg.train.steps) * sizes["opt_steps_per_rollout"],
         seed=cfg.train.seed, temperature=r.temperature if r.temperature > 0 else 1.0, top_p=r.top_p,
         beta=algo.kl_loss_coef, epsilon=algo.clip_eps,
         epsilon_high=algo.clip_eps if algo.clip_eps_high is None else algo.clip_eps_high,
