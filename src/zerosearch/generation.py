@@ -63,12 +63,17 @@ class HFBackend:
     is untouched); temperature 0 decodes greedily. The model's own generation defaults (top-k 50,
     repetition penalty, ...) are overridden so the sampler draws from softmax(logits / T) with top-p only,
     i.e. from the distribution whose log-probs the trainer computes.
+
+    `logprobs=True` also returns each sampled token's log-prob under that distribution (log_softmax of the
+    step's logits / T; T = 1 when greedy, as the trainer scores greedy rollouts), so the trainer can skip
+    its separate old-log-prob forward (`optim.reuse_sampler_logprobs`). The sampled ids are unchanged.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, device: str | None = None):
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, device: str | None = None,
+                 logprobs: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size, self.logprobs = model, tokenizer, batch_size, logprobs
         self.device = device or str(next(model.parameters()).device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = model.generation_config.eos_token_id
@@ -118,14 +123,16 @@ class HFBackend:
                 mask[r, width - len(p):] = 1
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed * 1_000_003 + b // self.batch_size)
-                new = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                          **kwargs)[:, width:]
-            for row, i in zip(new.tolist(), idx):
-                out[i] = self._finish(row, stop_strings)
+                res = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                          return_dict_in_generate=True, output_logits=self.logprobs, **kwargs)
+                new = res.sequences[:, width:]
+                lps = _sampled_logprobs(res.logits, new, temperature if sample else 1.0) if self.logprobs else None
+            for r, (row, i) in enumerate(zip(new.tolist(), idx)):
+                out[i] = self._finish(row, stop_strings, None if lps is None else lps[r])
         self.gen_seconds += time.perf_counter() - t0
         return out  # type: ignore[return-value]  # every slot was filled
 
-    def _finish(self, row: list[int], stop_strings: Sequence[str]) -> GenOutput:
+    def _finish(self, row: list[int], stop_strings: Sequence[str], logprobs: list[float] | None = None) -> GenOutput:
         """Cut one generated row: after its first stop string, else after its first eos; the rest is the
         padding generate appends to rows that finished before the others."""
         n, stop = first_stop(row, self.tokenizer, stop_strings)
@@ -134,41 +141,16 @@ class HFBackend:
             eos_at = [row.index(e) for e in self.eos_ids if e in row]
             n, reason = (min(eos_at) + 1, "eos") if eos_at else (len(row), "length")
         ids = row[:n]
-        return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason)
+        return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason,
+                         None if logprobs is None else logprobs[:n])
 
 
-class VLLMBackend:
-    """vLLM offline inference (`vllm.LLM`), imported only when used (`pip install zerosearch[vllm]`).
+def _sampled_logprobs(logits: Any, new: Any, temperature: float) -> list[list[float]]:
+    """log softmax(logits_t / T)[y_t] per row and step, in float32. These are generate's raw logits (before
+    top-p), i.e. exactly what `rollout.compute_logprobs` computes from a full forward. Step by step, so no
+    [rows, steps, vocab] copy is made."""
+    import torch
 
-    One request per prompt, each with its own seed: identical prompts (the n samples of a question) must
-    not share a seed, or vLLM would return n identical samples. `logprobs=0` makes vLLM report the sampled
-    token's log-prob, kept as `GenOutput.logprobs` to compare sampler and trainer numerics.
-    """
-
-    def __init__(self, llm: Any, tokenizer: Any):
-        self.llm, self.tokenizer = llm, tokenizer
-        self.gen_seconds = 0.0
-
-    def generate(self, prompts_token_ids: list[list[int]], max_new_tokens: int, stop_strings: Sequence[str] = STOP_STRINGS,
-                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[GenOutput]:
-        from vllm import SamplingParams
-
-        params = [SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                                 stop=list(stop_strings), include_stop_str_in_output=True, logprobs=0,
-                                 seed=seed * 1_000_003 + i) for i in range(len(prompts_token_ids))]
-        # A TokensPrompt is a TypedDict: the plain dict is the documented form.
-        prompts = [{"prompt_token_ids": list(p)} for p in prompts_token_ids]
-        t0 = time.perf_counter()
-        results = self.llm.generate(prompts, params, use_tqdm=False)
-        self.gen_seconds += time.perf_counter() - t0
-        return [self._output(r.outputs[0]) for r in results]
-
-    def _output(self, c: Any) -> GenOutput:
-        ids = list(c.token_ids)
-        # stop_reason: the matched stop string, an eos/stop token id, or None (eos, or length).
-        if c.finish_reason == "length":
-            reason: StopReason = "length"
-        else:
-            reason = "stop" if isinstance(c.stop_reason, str) else "eos"
-        logprobs = [step[t].logprob for step, t in zip(c.logprobs, ids)] if c.logprobs is not None else None
-        return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason, logprobs)
+    cols = [torch.log_softmax(step.float() / temperature, -1).gather(-1, new[:, t, None])
+            for t, step in enumerate(logits)]
+    return torch.cat(cols, dim=1).tolist()
