@@ -88,7 +88,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 holds up best on a busy machine)")
     ap.add_argument("--baseline-path", action="store_true",
                     help="train without the speed options (optim.sort_by_length, optim.reuse_sampler_logprobs)")
-    ap.add_argument("--estimate", action="store_true", help="print the estimated wall time and exit")
+    ap.add_argument("--estimate", type=float, nargs="?", const=1.0, default=None, metavar="SPEEDUP",
+                    help="print the estimated wall time and exit (SPEEDUP: bench/step.py's step ratio, default 1)")
     args = ap.parse_args()
     import torch
 
@@ -108,8 +109,8 @@ def main() -> None:
     for a in arms:
         if a not in ARMS:
             raise SystemExit(f"unknown arm {a!r}; choose from {', '.join(ARMS)}")
-    if args.estimate:
-        print(json.dumps(estimate(args, len(arms))))
+    if args.estimate is not None:
+        print(json.dumps(estimate(args, len(arms), args.estimate)))
         return
     dcfg = DemoConfig(model=args.model, methods=["search-agent"], **{name: getattr(args, name) for name in SIZE_FIELDS})
     out, t0 = Path(args.out or f"runs/replication-seed{args.seed}"), time.perf_counter()
@@ -210,17 +211,23 @@ def per_hop(rows: list[dict[str, Any]], hops: dict[str, Any]) -> dict[str, dict[
     return out
 
 
-def estimate(args: argparse.Namespace, n_arms: int) -> dict[str, Any]:
-    """Wall-time estimate from per-unit costs measured on a quiet 2-core CPU (bench/step.py; demo runs):
-    a GRPO step of questions x group trajectories, a search-agent evaluation per question, an SFT step."""
+# Unit costs measured on a quiet 2-core CPU with main's code path: docs/results/replication-seed1.json
+# (4 arms x 12 steps x 8 trajectories in 42.4 training minutes: 53 s a step; its 0.95 h invocation leaves
+# ~2.7 s per evaluated question), and the README's demo timing (cold start 268 s for 10 SFT steps of 8).
+STEP_SECONDS_PER_8_TRAJECTORIES = 53.0
+EVAL_SECONDS_PER_QUESTION = 2.7
+SFT_SECONDS_PER_EXAMPLE_STEP = 3.4
+
+
+def estimate(args: argparse.Namespace, n_arms: int, speedup: float = 1.0) -> dict[str, Any]:
+    """Wall-time estimate on a quiet 2-core CPU; `speedup`: bench/step.py's measured step ratio."""
     trajs = args.questions_per_step * args.group_size
-    step_s = 2.2 * trajs + 4  # optimised path, ~40 s for 16 trajectories (bench/step.py, docs/results/step.md)
-    eval_s = 1.6  # per question, search agent, 2 turns, batch 8
-    sft_s = 2.5 * args.warmup_batch
-    total = args.warmup_steps * sft_s + n_arms * args.steps * step_s + (n_arms + 1) * args.eval_size * eval_s
-    return {"estimate_hours": round(total / 3600, 2), "train_hours": round(n_arms * args.steps * step_s / 3600, 2),
-            "eval_hours": round((n_arms + 1) * args.eval_size * eval_s / 3600, 2),
-            "note": "quiet machine; a loaded one is slower in proportion to its load"}
+    train = n_arms * args.steps * STEP_SECONDS_PER_8_TRAJECTORIES * trajs / 8 / speedup
+    evals = (n_arms + 1) * args.eval_size * EVAL_SECONDS_PER_QUESTION
+    sft = args.warmup_steps * args.warmup_batch * SFT_SECONDS_PER_EXAMPLE_STEP
+    return {"estimate_hours": round((train + evals + sft) / 3600, 2), "train_hours": round(train / 3600, 2),
+            "eval_hours": round(evals / 3600, 2), "cold_start_hours": round(sft / 3600, 2), "speedup": speedup,
+            "note": "quiet machine, from measured unit costs; a loaded one is slower in proportion to its load"}
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -198,6 +198,35 @@ def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
             "searches": ro.stats.mean_searches, "n_params": sum(p.numel() for p in trainer.policy.parameters()), "generated_tokens": ro.stats.generated_tokens}
 
 
+def probe_threads_and_dtype(model_name: str, threads: list[int], rows: int = 16, new: int = 16,
+                            reps: int = 2) -> dict[str, float]:
+    """Greedy decode steps/s of the simulator's model at each thread count (fp32), and at 1 thread in bf16
+    when this CPU has native bf16: interleaved repetitions, best of each. The thread setting that holds
+    under load is the one to ship."""
+    from zerosearch.models import load
+
+    model, _ = load(model_name)
+    model.eval()
+    ids = torch.randint(100, 20000, (rows, 64), generator=torch.Generator().manual_seed(0))
+    kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False,
+              temperature=None, top_p=None, top_k=None)
+    variants = [(f"fp32/{t}t", t, torch.float32) for t in threads]
+    if cpu_peak()["bf16_native"]:
+        variants.append(("bf16/1t", 1, torch.bfloat16))
+    best: dict[str, float] = {}
+    before = torch.get_num_threads()
+    for _ in range(reps):
+        for name, t, dt in variants:
+            torch.set_num_threads(t)
+            m = model.to(dt)
+            with torch.inference_mode():
+                sec = _timed(lambda: m.generate(input_ids=ids, **kw))
+            best[name] = max(best.get(name, 0.0), round(new / sec, 2))
+            log(f"  probe {name}: {new / sec:.2f} decode steps/s (load {load_avg():.1f})")
+    torch.set_num_threads(before)
+    return best
+
+
 def policy_start(args: argparse.Namespace, world: Path) -> str:
     if args.policy:
         return args.policy
@@ -222,6 +251,7 @@ def main() -> None:
                     help="main's: torch's default for this process (OMP_NUM_THREADS or the core count)")
     ap.add_argument("--policy", default=None, help="default: the quick demo's cold start (cached)")
     ap.add_argument("--model", default="smollm2-135m-instruct", help="the simulator")
+    ap.add_argument("--probe", action="store_true", help="also time decode at 1 vs baseline threads, and bf16")
     args = ap.parse_args()
 
     from zerosearch.demo import DemoConfig, grpo_config
@@ -280,6 +310,10 @@ def main() -> None:
     # fp32 weights, each read once per decode step (a batch shares the read)
     out["decode_steps_per_s_bound"] = round(bw * 1e9 / (4 * runs["baseline"][0]["n_params"]), 1)
     out["same_results"] = checks
+    if args.probe:
+        ts = sorted({1, args.baseline_threads, os.cpu_count() or 1})
+        out["probe_decode_steps_per_s"] = probe_threads_and_dtype(args.model, ts)
+        out["load_1min_after_probe"] = round(load_avg(), 1)
     print(json.dumps(out))
 
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.demo import DemoConfig, Stages, _eval_bar, next_run_dir, run_demo
+from zerosearch.demo import DemoConfig, Stages, _eval_bar, auto_threads, next_run_dir, run_demo
+
+
+def test_auto_threads_leaves_busy_cores_alone() -> None:
+    assert auto_threads(2, 0.1) == 2 and auto_threads(2, 0.7) == 1 and auto_threads(2, 12.0) == 1
+    assert auto_threads(16, 3.2) == 13
 
 
 def test_run_folders_never_overwrite(tmp_path: Path) -> None:

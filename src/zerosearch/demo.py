@@ -42,7 +42,7 @@ class DemoConfig:
     max_tokens: int = 48  # per policy turn
     k: int = 3
     seed: int = 0
-    threads: int = 1  # torch intra-op threads: on a busy 2-core box more threads wait on each other
+    threads: int = 0  # torch intra-op threads; 0: auto (`auto_threads`)
 
 
 # The sizes `zerosearch demo` and bench/replication.py take as flags (--eval-size, --warmup-steps, ...).
@@ -52,6 +52,17 @@ SIZE_FIELDS = ("eval_size", "warmup_examples", "warmup_steps", "warmup_batch", "
 # --quick: the cold start dominates a short run, so it gets batch 4; 24 examples still teach the tags
 # (measured: search-agent EM 0 -> 25 on the 8 test questions).
 QUICK = dict(eval_size=8, warmup_examples=24, warmup_steps=6, warmup_batch=4, steps=2, questions_per_step=1)
+
+
+def auto_threads(cores: int | None = None, load: float | None = None) -> int:
+    """The cores not already busy (1-minute load average), at least 1. Intra-op threads synchronise at
+    every op, so one thread that loses its core stalls the others: measured on a 2-core box at load ~12,
+    greedy decode ran 7x slower with 2 threads than with 1 (bench/step.py --probe)."""
+    import os
+
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    return max(1, min(cores, cores - int(load + 0.5)))
 
 
 def next_run_dir(out: str | Path) -> Path:
@@ -121,7 +132,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     run = next_run_dir(out)
     stages = Stages(_WEIGHTS)
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.threads or auto_threads())
 
     stages.start("world", "the synthetic search world and its BM25 index")
     world = cached_world()
