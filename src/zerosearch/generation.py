@@ -154,3 +154,40 @@ def _sampled_logprobs(logits: Any, new: Any, temperature: float) -> list[list[fl
     cols = [torch.log_softmax(step.float() / temperature, -1).gather(-1, new[:, t, None])
             for t, step in enumerate(logits)]
     return torch.cat(cols, dim=1).tolist()
+
+
+class VLLMBackend:
+    """vLLM offline inference (`vllm.LLM`), imported only when used (`pip install zerosearch[vllm]`).
+
+    One request per prompt, each with its own seed: identical prompts (the n samples of a question) must
+    not share a seed, or vLLM would return n identical samples. `logprobs=0` makes vLLM report the sampled
+    token's log-prob, kept as `GenOutput.logprobs` to compare sampler and trainer numerics.
+    """
+
+    def __init__(self, llm: Any, tokenizer: Any):
+        self.llm, self.tokenizer = llm, tokenizer
+        self.gen_seconds = 0.0
+
+    def generate(self, prompts_token_ids: list[list[int]], max_new_tokens: int, stop_strings: Sequence[str] = STOP_STRINGS,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> list[GenOutput]:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                 stop=list(stop_strings), include_stop_str_in_output=True, logprobs=0,
+                                 seed=seed * 1_000_003 + i) for i in range(len(prompts_token_ids))]
+        # A TokensPrompt is a TypedDict: the plain dict is the documented form.
+        prompts = [{"prompt_token_ids": list(p)} for p in prompts_token_ids]
+        t0 = time.perf_counter()
+        results = self.llm.generate(prompts, params, use_tqdm=False)
+        self.gen_seconds += time.perf_counter() - t0
+        return [self._output(r.outputs[0]) for r in results]
+
+    def _output(self, c: Any) -> GenOutput:
+        ids = list(c.token_ids)
+        # stop_reason: the matched stop string, an eos/stop token id, or None (eos, or length).
+        if c.finish_reason == "length":
+            reason: StopReason = "length"
+        else:
+            reason = "stop" if isinstance(c.stop_reason, str) else "eos"
+        logprobs = [step[t].logprob for step, t in zip(c.logprobs, ids)] if c.logprobs is not None else None
+        return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason, logprobs)
