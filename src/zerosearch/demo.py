@@ -293,6 +293,8 @@ def rl_contribution(run: Path, cfg: DemoConfig, method: str = "search-agent") ->
         return []
     ids = sorted(set.intersection(*(set(r) for r in rows.values())))
     n = len(ids)
+    if n == 0:
+        return []
     mean = lambda stage, key: sum(float(rows[stage][q][key]) for q in ids) / max(n, 1)
     lines = [f"## What RL added ({method}, the same {n} questions, real BM25)", "",
              "| | before | cold start | after RL |", "|---|---|---|---|"]
