@@ -1,7 +1,8 @@
 """The paper's central claim in miniature: a policy trained against a *simulated* engine searches as well as
 one trained against a *real* engine, when both are tested with the real engine.
 
-Arms, all from the same cold-started SmolLM2 policy and the same seed (zerosearch.demo's GRPO settings):
+Arms (`ARMS`), all from the same cold-started SmolLM2 policy and the same seed (zerosearch.demo's GRPO
+settings, with the speed options of bench/step.py on):
 
     sim-curriculum   simulated engine, noise p rising 0 -> 0.5 (ZeroSearch)
     sim-fixed        simulated engine, fixed p = 0.5 (the paper's "random" ablation)
@@ -14,7 +15,14 @@ plus the starting policy itself ("cold start", no RL). Every arm is evaluated as
 BM25 on the same held-out test questions (greedy). Runs are resumable: each arm lives in OUT/<arm>/ and a
 rerun continues unfinished arms and skips finished ones.
 
-    python bench/replication.py [--seed 0] [--steps 12] [--eval-size 64] [--arms a,b,...]
+Power: EM is compared *per question* (zerosearch.stats): each arm against the cold start and every pair of
+arms, with McNemar's exact p-value and the paired change with its 95% CI (and a bootstrap CI over
+questions); the minimum detectable effect at 80% power for the measured discordance says what size of
+effect a null result rules out. The cold start is deliberately short (5 SFT steps on 64 demonstrations)
+so it leaves RL room; its EM is in the table. Besides EM, per hop count (the world's 1- and 2-hop
+questions): searches per question, answer rate (a tagged answer) and format (no invalid action).
+
+    python bench/replication.py [--seed 0] [--steps 24] [--eval-size 256] [--arms a,b,...] [--estimate]
 
 The seed sets the cold start's demonstrations, GRPO's sampling and the held-out questions, so each seed is
 a separate replicate: its runs go to runs/replication-seed<N>/ and its results to
@@ -36,24 +44,42 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.demo import SIZE_FIELDS, DemoConfig, cold_start, grpo_config
+from zerosearch.stats import bootstrap_ci, mcnemar_exact, mde_paired, paired_delta_ci
 
-ARMS = ("sim-curriculum", "sim-fixed", "real-bm25", "no-loss-mask", "self")
+def _sim_fixed(cfg: dict[str, Any], world: Path) -> None:
+    cfg["curriculum"]["fixed"] = 0.5
+
+
+def _real_bm25(cfg: dict[str, Any], world: Path) -> None:
+    cfg["engine"] = {"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": cfg["engine"]["k"]}
+
+
+def _no_loss_mask(cfg: dict[str, Any], world: Path) -> None:
+    cfg["train"]["loss_mask"] = False
+
+
+def _self_search(cfg: dict[str, Any], world: Path) -> None:
+    # The simulator's document settings (prompt family included), written by the policy instead.
+    keep = ("k", "sim_mode", "doc_words", "max_new_tokens", "temperature", "seed")
+    cfg["engine"] = {"name": "self", **{f: cfg["engine"][f] for f in keep if f in cfg["engine"]}}
+
+
+# An arm: what it trains against (the table's wording) and how it changes the base GRPO config in place.
+# A new arm is one entry here.
+ARMS: dict[str, tuple[str, Any]] = {
+    "sim-curriculum": ("simulator, curriculum p 0 -> 0.5", lambda cfg, world: None),
+    "sim-fixed": ("simulator, fixed p = 0.5", _sim_fixed),
+    "real-bm25": ("real BM25", _real_bm25),
+    "no-loss-mask": ("simulator, curriculum, no loss mask", _no_loss_mask),
+    "self": ("itself (self-search), curriculum", _self_search),
+}
 
 
 def arm_config(arm: str, base: dict[str, Any], world: Path) -> dict[str, Any]:
-    cfg = copy.deepcopy(base)
-    if arm == "sim-fixed":
-        cfg["curriculum"]["fixed"] = 0.5
-    elif arm == "real-bm25":
-        cfg["engine"] = {"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": base["engine"]["k"]}
-    elif arm == "no-loss-mask":
-        cfg["train"]["loss_mask"] = False
-    elif arm == "self":
-        # The simulator's document settings (prompt family included), written by the policy instead.
-        keep = ("k", "sim_mode", "doc_words", "max_new_tokens", "temperature", "seed")
-        cfg["engine"] = {"name": "self", **{f: base["engine"][f] for f in keep if f in base["engine"]}}
-    elif arm != "sim-curriculum":
+    if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+    cfg = copy.deepcopy(base)
+    ARMS[arm][1](cfg, world)
     return cfg
 
 
@@ -61,13 +87,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--model", default="smollm2-135m-instruct", help="policy and simulator (tiny-random: a smoke run)")
-    # The demo's sizes, with twice its GRPO steps and more test questions: a comparison needs them.
-    sizes = DemoConfig(steps=12, eval_size=64)
+    # The demo's sizes with 4x its GRPO steps, a shorter cold start (room for RL) and 256 test questions:
+    # with ~20% of questions discordant, 256 paired questions detect a change of ~8 EM points (80% power).
+    sizes = DemoConfig(steps=24, eval_size=256, warmup_examples=64, warmup_steps=5)
     for name in SIZE_FIELDS:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(sizes, name), help="default: %(default)s")
     ap.add_argument("--out", default=None, help="default runs/replication-seed<N>")
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 holds up best on a busy machine)")
+    ap.add_argument("--baseline-path", action="store_true",
+                    help="train without the speed options (optim.sort_by_length, optim.reuse_sampler_logprobs)")
+    ap.add_argument("--estimate", type=float, nargs="?", const=1.0, default=None, metavar="SPEEDUP",
+                    help="print the estimated wall time and exit (SPEEDUP: bench/step.py's step ratio, default 1)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from zerosearch.checkpoint import list_checkpoints
     from zerosearch.config import TrainConfig, dump_config
@@ -80,6 +115,12 @@ def main() -> None:
     from zerosearch.world import cached_world
 
     arms = [a for a in args.arms.split(",") if a]
+    for a in arms:
+        if a not in ARMS:
+            raise SystemExit(f"unknown arm {a!r}; choose from {', '.join(ARMS)}")
+    if args.estimate is not None:
+        print(json.dumps(estimate(args, len(arms), args.estimate)))
+        return
     dcfg = DemoConfig(model=args.model, methods=["search-agent"], **{name: getattr(args, name) for name in SIZE_FIELDS})
     out, t0 = Path(args.out or f"runs/replication-seed{args.seed}"), time.perf_counter()
     world = cached_world()
@@ -88,6 +129,8 @@ def main() -> None:
     base = grpo_config(dcfg, start, world)
     base["train"]["samples_per_step"] = 0
     base["train"]["save_every"] = 3  # an hour-long bench must survive being killed: resume from the last checkpoint
+    speed = not args.baseline_path  # same maths either way (tests/test_packing.py); see bench/step.py
+    base["optim"].update(sort_by_length=speed, reuse_sampler_logprobs=speed)
 
     policies = {"cold start": start}
     for arm in arms:
@@ -110,35 +153,90 @@ def main() -> None:
                       chunk=16)
     results: dict[str, dict[str, Any]] = {}
     per_question: dict[str, dict[str, float]] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
     for name, path in policies.items():
         print(f"== eval {name}", flush=True)
         model, tok = load(path)
         folder = out / "eval" / name.replace(" ", "-")
         r = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg, folder, meta={"model": path})
         results[name] = r["summary"]["search-agent"]["avg"]
-        per_question[name] = {p["id"]: p["em"] for p in _read(folder / "predictions.jsonl")}
+        rows[name] = _read(folder / "predictions.jsonl")
+        per_question[name] = {p["id"]: p["em"] for p in rows[name]}
     bm25.close()
 
     metrics = {arm: _read(out / arm / "metrics.jsonl") for arm in arms}
     curves = {arm: [m["reward"] for m in ms if "reward" in m] for arm, ms in metrics.items()}
+    ids = [q.id for q in test]
     for name, v in results.items():
-        # One seed and a few dozen questions: give the sampling error and the paired change against the
-        # cold start (questions turned right / turned wrong) so nobody reads noise as an effect.
         v["se"] = math.sqrt(v["em"] * (1 - v["em"]) / len(test))
-        start_em, now = per_question["cold start"], per_question[name]
-        v["gained"] = sum(now[q] > start_em[q] for q in start_em)
-        v["lost"] = sum(now[q] < start_em[q] for q in start_em)
+        v.update(paired(per_question["cold start"], per_question[name], ids, seed=args.seed))
+    between = {f"{x} vs {y}": paired(per_question[x], per_question[y], ids, seed=args.seed)
+               for i, x in enumerate(arms) for y in arms[i + 1:]}
+    hops = {q.id: q.extra.get("hops") for q in test}
+    by_hop = {name: per_hop(rs, hops) for name, rs in rows.items()}
+    # Power: the discordant share measured between the arms and the cold start (0.2 when nothing was run).
+    disc = [(v["gained"] + v["lost"]) / len(test) for k, v in results.items() if k != "cold start"]
+    psi = sum(disc) / len(disc) if disc else 0.2
+    mde = mde_paired(len(test), psi)
     train_minutes = {arm: sum(m.get("time_step", 0.0) for m in ms) / 60 for arm, ms in metrics.items()}
     figures = {"bench": "replication", "seed": args.seed, "date": date.today().isoformat(), "machine": _machine(),
                "steps": args.steps, "questions_per_step": args.questions_per_step, "group_size": args.group_size,
+               "warmup_examples": args.warmup_examples, "warmup_steps": args.warmup_steps,
                "eval_questions": len(test), "wall_hours_this_invocation": round((time.perf_counter() - t0) / 3600, 2),
+               "discordant_share": round(psi, 4), "mde_em_points_80pct_power": round(100 * mde, 1),
                **{f"train_minutes/{k}": round(v, 1) for k, v in train_minutes.items()},
                **{f"em/{k}": round(v["em"], 4) for k, v in results.items()},
                **{f"f1/{k}": round(v["f1"], 4) for k, v in results.items()},
                **{f"searches/{k}": round(v["searches"], 3) for k, v in results.items()},
-               **{f"gained_lost_vs_cold_start/{k}": [v["gained"], v["lost"]] for k, v in results.items()}}
-    _write(Path(args.results), figures, results, curves, per_question, dcfg)
+               **{f"gained_lost_vs_cold_start/{k}": [v["gained"], v["lost"]] for k, v in results.items()},
+               **{f"p_mcnemar_vs_cold_start/{k}": round(v["p"], 4) for k, v in results.items() if k != "cold start"},
+               **{f"p_mcnemar/{k}": round(v["p"], 4) for k, v in between.items()}}
+    _write(Path(args.results), figures, results, curves, per_question, dcfg, between=between, by_hop=by_hop)
     print(json.dumps(figures))
+
+
+def paired(before: dict[str, float], after: dict[str, float], ids: list[str], *, seed: int = 0) -> dict[str, Any]:
+    """after against before on the same questions: gained / lost, McNemar's exact p, the EM change with
+    its normal and bootstrap 95% CIs (fractions)."""
+    g = sum(after[q] > before[q] for q in ids)
+    lost = sum(after[q] < before[q] for q in ids)
+    delta, lo, hi = paired_delta_ci(g, lost, len(ids))
+    _, blo, bhi = bootstrap_ci([before[q] for q in ids], [after[q] for q in ids], seed=seed)
+    return {"gained": g, "lost": lost, "p": mcnemar_exact(g, lost), "delta": delta, "ci": [lo, hi],
+            "boot_ci": [blo, bhi]}
+
+
+def per_hop(rows: list[dict[str, Any]], hops: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """What RL changes besides EM, per hop count: EM, searches per question, answer rate (a tagged answer),
+    format (no invalid action) and the share of questions answered with no search at all."""
+    out: dict[str, dict[str, float]] = {}
+    for h in sorted({hops.get(r["id"]) for r in rows}, key=str):
+        rs = [r for r in rows if hops.get(r["id"]) == h]
+        n = len(rs)
+        out[str(h)] = {"n": n, "em": sum(r["em"] for r in rs) / n, "searches": sum(r["searches"] for r in rs) / n,
+                       "answer_rate": sum(bool(r["tagged"]) for r in rs) / n,
+                       "format_ok": sum(r["invalid_actions"] == 0 for r in rs) / n,
+                       "no_search": sum(r["searches"] == 0 for r in rs) / n}
+    return out
+
+
+# Unit costs measured on a quiet 2-core CPU with main's code path: docs/results/replication-seed1.json
+# (4 arms x 12 steps x 8 trajectories in 42.4 training minutes: 53 s a step; its 0.95 h invocation leaves
+# ~2.7 s per evaluated question), and the README's demo timing (cold start 268 s for 10 SFT steps of 8).
+STEP_SECONDS_PER_8_TRAJECTORIES = 53.0
+EVAL_SECONDS_PER_QUESTION = 2.7
+SFT_SECONDS_PER_EXAMPLE_STEP = 3.4
+
+
+def estimate(args: argparse.Namespace, n_arms: int, speedup: float = 1.0) -> dict[str, Any]:
+    """Wall-time estimate on a quiet 2-core CPU; `speedup`: bench/step.py's measured step ratio."""
+    trajs = args.questions_per_step * args.group_size
+    train = n_arms * args.steps * STEP_SECONDS_PER_8_TRAJECTORIES * trajs / 8 / speedup
+    evals = (n_arms + 1) * args.eval_size * EVAL_SECONDS_PER_QUESTION
+    sft = args.warmup_steps * args.warmup_batch * SFT_SECONDS_PER_EXAMPLE_STEP
+    return {"estimate_hours": round((train + evals + sft) / 3600, 2), "train_hours": round(train / 3600, 2),
+            "eval_hours": round(evals / 3600, 2), "cold_start_hours": round(sft / 3600, 2), "speedup": speedup,
+            "note": "quiet machine, from measured unit costs; a loaded one is slower in proportion to its load"}
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -156,7 +254,8 @@ def _machine() -> str:
 
 
 def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, Any]], curves: dict[str, list[float]],
-           per_question: dict[str, dict[str, float]], dcfg: Any) -> None:
+           per_question: dict[str, dict[str, float]], dcfg: Any, *, between: dict[str, dict[str, Any]] | None = None,
+           by_hop: dict[str, dict[str, dict[str, float]]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,31 +263,58 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
 
     from zerosearch.io import atomic_path, atomic_write_text
 
+    pct = lambda x: f"{100 * x:+.1f}"
+    ci = lambda v: f"{pct(v['delta'])} [{pct(v['ci'][0])}, {pct(v['ci'][1])}]"
     stem = f"replication-seed{figures['seed']}"
     lines = [f"# Replication in miniature ({figures['date']}, {figures['machine']})", "",
-             f"`{dcfg.model}`, cold-started, then GRPO for {figures['steps']} steps x "
+             f"`{dcfg.model}`, cold-started ({figures['warmup_steps']} SFT steps on {figures['warmup_examples']} "
+             f"demonstrations), then GRPO for {figures['steps']} steps x "
              f"{figures['questions_per_step']} questions x {figures['group_size']} samples on the synthetic world. "
              f"All policies tested as search agents with **real BM25** on the same {figures['eval_questions']} held-out "
              f"questions, greedy. Numbers as measured, seed {figures['seed']}.", "",
              "| policy | trained against | EM ± s.e. | F1 | searches / question | vs cold start: right / wrong | "
-             "training min |", "|---|---|---|---|---|---|---|"]
-    against = {"cold start": "(no RL)", "sim-curriculum": "simulator, curriculum p 0 -> 0.5",
-               "sim-fixed": "simulator, fixed p = 0.5", "real-bm25": "real BM25",
-               "no-loss-mask": "simulator, curriculum, no loss mask", "self": "itself (self-search), curriculum"}
+             "EM change, points [95% CI] | McNemar p | training min |", "|---|---|---|---|---|---|---|---|---|"]
+    against = {"cold start": "(no RL)", **{arm: desc for arm, (desc, _) in ARMS.items()}}
     for name, v in results.items():
         minutes = figures.get(f"train_minutes/{name}")
-        lines.append(f"| {name} | {against[name]} | {100 * v['em']:.1f} ± {100 * v['se']:.1f} | {100 * v['f1']:.1f} | "
-                     f"{v['searches']:.2f} | +{v['gained']} / -{v['lost']} | "
+        rl = name != "cold start"
+        lines.append(f"| {name} | {against.get(name, name)} | {100 * v['em']:.1f} ± {100 * v['se']:.1f} | "
+                     f"{100 * v['f1']:.1f} | {v['searches']:.2f} | +{v['gained']} / -{v['lost']} | "
+                     f"{ci(v) if rl and 'ci' in v else ''} | {format(v['p'], '.3f') if rl and 'p' in v else ''} | "
                      f"{'' if minutes is None else f'{minutes:.0f}'} |")
     lines += ["", "s.e. = binomial standard error of EM over the test questions; right / wrong = test questions this "
-              "policy gets right that the cold start got wrong, and the reverse.", "",
-              f"Settings: `{json.dumps(dataclasses.asdict(dcfg))}`.", "",
+              "policy gets right that the cold start got wrong, and the reverse; the EM change is (right - wrong) / n "
+              "with a paired normal CI (bootstrap CIs over questions in the JSON); McNemar p = exact two-sided test "
+              "on the discordant questions.", ""]
+    if "mde_em_points_80pct_power" in figures:
+        lines += [f"**Power.** With {figures['eval_questions']} paired questions and "
+                  f"{100 * figures['discordant_share']:.0f}% of them discordant (measured, arms vs cold start), a "
+                  f"two-sided test at 5% detects an EM change of **{figures['mde_em_points_80pct_power']:.1f} points** "
+                  "with 80% probability: a p above 0.05 here rules out effects of about that size, not smaller ones.",
+                  ""]
+    if between:
+        lines += ["Between arms (the second minus the first, same questions):", "",
+                  "| comparison | right / wrong | EM change, points [95% CI] | McNemar p |", "|---|---|---|---|"]
+        lines += [f"| {k} | +{v['gained']} / -{v['lost']} | {ci(v)} | {v['p']:.3f} |" for k, v in between.items()]
+        lines.append("")
+    if by_hop:
+        lines += ["Besides EM, per hop count (answer rate = a tagged answer; format = no invalid action; no search = "
+                  "answered without searching):", "",
+                  "| policy | hops | n | EM | searches / question | answer rate | format ok | no search |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, hs in by_hop.items():
+            for h, v in hs.items():
+                lines.append(f"| {name} | {h} | {v['n']} | {100 * v['em']:.1f} | {v['searches']:.2f} | "
+                             f"{100 * v['answer_rate']:.0f}% | {100 * v['format_ok']:.0f}% | {100 * v['no_search']:.0f}% |")
+        lines.append("")
+    lines += [f"Settings: `{json.dumps(dataclasses.asdict(dcfg))}`.", "",
               f"![replication]({stem}.png)", "",
               f"Reproduce: `python bench/replication.py --seed {figures['seed']}` (resumable)."]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / f"{stem}.md", "\n".join(lines) + "\n")
     # The results as data, per-question EM included, for comparing and pooling seeds without parsing Markdown.
     atomic_write_text(folder / f"{stem}.json", json.dumps({"figures": figures, "results": results,
+                                                          "between": between or {}, "by_hop": by_hop or {},
                                                           "per_question_em": per_question}, indent=1) + "\n")
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))

@@ -37,11 +37,19 @@ def test_replication_bench_smoke_and_resume(tmp_path: Path, monkeypatch: pytest.
     assert all(f"== train {arm}" in out for arm in bench.ARMS)
     table = (tmp_path / "results" / "replication-seed1.md").read_text()
     assert all(f"| {p} |" in table for p in policies) and "(replication-seed1.png)" in table
+    assert "McNemar p" in table and "**Power.**" in table and "| sim-curriculum vs sim-fixed |" in table
+    assert "| cold start | 1 |" in table or "| cold start | 2 |" in table  # the per-hop table
     assert (tmp_path / "results" / "replication-seed1.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "results" / "replication-seed1.json").read_text())
     assert saved["figures"] == figures
     assert sorted(saved["per_question_em"]) == sorted(policies)
     assert all(len(per_q) == 3 for per_q in saved["per_question_em"].values())
+    for arm in bench.ARMS:  # the paired statistics, from the per-question EM saved beside them
+        v, start, now = saved["results"][arm], saved["per_question_em"]["cold start"], saved["per_question_em"][arm]
+        assert v["gained"] == sum(now[q] > start[q] for q in start) and v["lost"] == sum(now[q] < start[q] for q in start)
+        assert 0 < v["p"] <= 1 and v["ci"][0] <= v["delta"] <= v["ci"][1]
+        assert figures[f"p_mcnemar_vs_cold_start/{arm}"] == round(v["p"], 4)
+    assert set(saved["by_hop"]) == set(policies) and len(saved["between"]) == 6
 
     bench.main()  # every arm has its final policy: nothing is trained again, and the numbers are the same
     again = capsys.readouterr().out

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.demo import DemoConfig, Stages, _eval_bar, next_run_dir, run_demo
+from zerosearch.demo import DemoConfig, Stages, _eval_bar, auto_threads, next_run_dir, run_demo
+
+
+def test_auto_threads_leaves_busy_cores_alone() -> None:
+    assert auto_threads(2, 0.1) == 2 and auto_threads(2, 0.7) == 1 and auto_threads(2, 12.0) == 1
+    assert auto_threads(16, 3.2) == 13
 
 
 def test_run_folders_never_overwrite(tmp_path: Path) -> None:
@@ -58,6 +63,10 @@ def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.Mo
         assert (report.parent / png).stat().st_size > 1000 and f"({png})" in text
     assert (report.parent / "train" / "final" / "config.json").is_file()
     assert "Wall time per stage" in text
+    # RL's own contribution, separate from the cold start's, on the same questions
+    assert "## What RL added (search-agent, the same 3 questions" in text and "**RL: after vs cold start**" in text
+    assert "| before | cold start | after RL |" in text and "McNemar p" in text
+    assert (report.parent / "eval-cold-start" / "predictions.jsonl").is_file()
     capsys.readouterr()
     again = run_demo(cfg, tmp_path / "out", progress=False)
     assert again.parent.name == "run-002" and report.read_text() == text

@@ -76,6 +76,11 @@ class OptimSection(_Section):
     ppo_epochs: int = Field(1, ge=1)  # passes over each rollout batch
     mini_batch_size: int = Field(8, ge=1)  # trajectories per optimizer step
     micro_batch_size: int = Field(4, ge=1)  # trajectories per forward/backward (gradient accumulation)
+    # Speed (zerosearch.packing, bench/step.py); both leave the maths unchanged and default to off.
+    sort_by_length: bool = False  # micro-batches of similar length, trimmed: less padding, same losses
+    # Old log-probs = the sampler's own (HFBackend reports them) instead of a separate forward pass; they
+    # agree to float noise. Needs train.loss_mask (inserted tokens have no sampler log-prob).
+    reuse_sampler_logprobs: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -4,10 +4,13 @@
     2. before      the untrained model evaluated with real BM25: direct, rag, search-agent
     3. cold start  a short SFT on protocol demonstrations (a 135M model does not write <search> tags on
                    its own, so GRPO would see only zero rewards); cached per setting
-    4. train       GRPO against the *simulated* engine (the model itself writing documents, told the
+    4. cold eval   the cold-started policy evaluated as a search agent, so RL's own effect is separable
+    5. train       GRPO against the *simulated* engine (the model itself writing documents, told the
                    question and answer), with the curriculum of rising noise
-    5. after       the trained policy evaluated with real BM25, which never sees an answer
-    6. report      report.md + PNG plots in a fresh run folder (an earlier report is never overwritten)
+    6. after       the trained policy evaluated with real BM25, which never sees an answer
+    7. report      report.md + PNG plots in a fresh run folder (an earlier report is never overwritten):
+                   before / cold start / after, and the paired change of each stage with its CI and
+                   McNemar p (zerosearch.stats) on the same questions
 
 Every number in the report is measured in this run; the sizes are flags (`DemoConfig`).
 """
@@ -33,12 +36,13 @@ class DemoConfig:
     warmup_examples: int = 128
     warmup_steps: int = 10
     warmup_batch: int = 8
-    steps: int = 6  # GRPO steps
+    steps: int = 12  # GRPO steps
     questions_per_step: int = 2
     group_size: int = 4  # GRPO n
     max_tokens: int = 48  # per policy turn
     k: int = 3
     seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0: auto (`auto_threads`)
 
 
 # The sizes `zerosearch demo` and bench/replication.py take as flags (--eval-size, --warmup-steps, ...).
@@ -48,6 +52,17 @@ SIZE_FIELDS = ("eval_size", "warmup_examples", "warmup_steps", "warmup_batch", "
 # --quick: the cold start dominates a short run, so it gets batch 4; 24 examples still teach the tags
 # (measured: search-agent EM 0 -> 25 on the 8 test questions).
 QUICK = dict(eval_size=8, warmup_examples=24, warmup_steps=6, warmup_batch=4, steps=2, questions_per_step=1)
+
+
+def auto_threads(cores: int | None = None, load: float | None = None) -> int:
+    """The cores not already busy (1-minute load average), at least 1. Intra-op threads synchronise at
+    every op, so one thread that loses its core stalls the others: measured on a 2-core box at load ~12,
+    greedy decode ran 7x slower with 2 threads than with 1 (bench/step.py --probe)."""
+    import os
+
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    return max(1, min(cores, cores - int(load + 0.5)))
 
 
 def next_run_dir(out: str | Path) -> Path:
@@ -97,7 +112,8 @@ class Stages:
 
 
 # Rough shares of the wall time per stage, measured on a 2-core CPU with the defaults (for the ETA only).
-_WEIGHTS = {"world": 0.02, "before": 0.2, "cold start": 0.25, "train": 0.38, "after": 0.12, "report": 0.03}
+_WEIGHTS = {"world": 0.02, "before": 0.18, "cold start": 0.22, "cold eval": 0.06, "train": 0.4, "after": 0.1,
+            "report": 0.02}
 
 
 def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path:
@@ -116,6 +132,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     run = next_run_dir(out)
     stages = Stages(_WEIGHTS)
     torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads or auto_threads())
 
     stages.start("world", "the synthetic search world and its BM25 index")
     world = cached_world()
@@ -127,10 +144,11 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     ecfg = EvalConfig(methods=list(cfg.methods), k=cfg.k, max_turns=2, max_new_tokens=cfg.max_tokens,
                       answer_tokens=24, seed=cfg.seed, chunk=16)
 
-    def evaluate(model_path: str, folder: str) -> dict[str, Any]:
+    def evaluate(model_path: str, folder: str, methods: list[str] | None = None) -> dict[str, Any]:
         model, tok = load(model_path)
         bar = _eval_bar(progress)
-        result = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg, run / folder,
+        c = ecfg if methods is None else dataclasses.replace(ecfg, methods=methods)
+        result = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, c, run / folder,
                           meta={"model": model_path}, progress=bar)
         return result["summary"]
 
@@ -140,6 +158,9 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     stages.start("cold start", f"SFT on {cfg.warmup_examples} protocol demonstrations, {cfg.warmup_steps} steps",
                  cached=is_cold_start_cached(cfg, world))
     warm = cold_start(cfg, world, bm25, progress=progress)
+
+    stages.start("cold eval", "the cold-started policy as a search agent (RL's starting point)")
+    evaluate(warm, "eval-cold-start", ["search-agent"])
 
     stages.start("train", f"GRPO, {cfg.steps} steps x {cfg.questions_per_step} questions x {cfg.group_size} "
                           "samples, against the simulated engine with the curriculum")
@@ -196,7 +217,7 @@ def grpo_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
         "algorithm": {"name": "grpo", "kl_loss_coef": 0.001},
         "curriculum": {"p_start": 0.0, "p_end": 0.5},
         "optim": {"lr": 1e-5, "mini_batch_size": cfg.questions_per_step * cfg.group_size,
-                  "micro_batch_size": 8},
+                  "micro_batch_size": 8, "sort_by_length": True, "reuse_sampler_logprobs": True},
         "train": {"steps": cfg.steps, "batch_size": cfg.questions_per_step, "seed": cfg.seed, "eval_every": 0,
                   "save_every": 0, "samples_per_step": 2},
     }
@@ -246,6 +267,7 @@ def write_report(run: Path, cfg: DemoConfig, before: dict[str, Any], after: dict
         f"{cfg.questions_per_step} questions x {cfg.group_size} samples). 'after' is the result of both.", "",
         f"Training reward per step: {', '.join(f'{r:.2f}' for r in rewards)}; noise probability "
         f"{metrics[0].get('noise_prob', 0):.2f} -> {metrics[-1].get('noise_prob', 0):.2f}.", "",
+        *rl_contribution(run, cfg), "",
         "![training](training.png)", "", "![EM before and after](em_before_after.png)", "",
         "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
         + f"; total {sum(seconds.values()) / 60:.1f} min.", "",
@@ -256,6 +278,45 @@ def write_report(run: Path, cfg: DemoConfig, before: dict[str, Any], after: dict
     report = run / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def rl_contribution(run: Path, cfg: DemoConfig, method: str = "search-agent") -> list[str]:
+    """The search agent before / after the cold start / after RL on the same questions, and each stage's
+    paired change: questions it turned right / wrong, the EM change with its 95% CI, McNemar's exact p."""
+    from zerosearch.io import read_jsonl
+    from zerosearch.stats import mcnemar_exact, mde_paired, paired_delta_ci
+
+    folders = {"before": "eval-before", "cold start": "eval-cold-start", "after": "eval-after"}
+    rows = {k: {r["id"]: r for r in read_jsonl(run / f / "predictions.jsonl") if r["method"] == method}
+            for k, f in folders.items() if (run / f / "predictions.jsonl").is_file()}
+    if len(rows) < 3 or method not in cfg.methods:
+        return []
+    ids = sorted(set.intersection(*(set(r) for r in rows.values())))
+    n = len(ids)
+    if n == 0:
+        return []
+    mean = lambda stage, key: sum(float(rows[stage][q][key]) for q in ids) / max(n, 1)
+    lines = [f"## What RL added ({method}, the same {n} questions, real BM25)", "",
+             "| | before | cold start | after RL |", "|---|---|---|---|"]
+    for key, label, scale in (("em", "EM", 100), ("f1", "F1", 100), ("searches", "searches / question", 1)):
+        fmt = (lambda v: f"{scale * v:.1f}") if scale == 100 else (lambda v: f"{v:.2f}")
+        lines.append(f"| {label} | " + " | ".join(fmt(mean(s, key)) for s in folders) + " |")
+    lines += ["", "| change | right / wrong | EM change, points [95% CI] | McNemar p |", "|---|---|---|---|"]
+    discordant = []
+    for label, a, b in (("cold start (SFT) vs before", "before", "cold start"), ("**RL: after vs cold start**", "cold start", "after"),
+                        ("both: after vs before", "before", "after")):
+        g = sum(rows[b][q]["em"] > rows[a][q]["em"] for q in ids)
+        lost = sum(rows[b][q]["em"] < rows[a][q]["em"] for q in ids)
+        d, lo, hi = paired_delta_ci(g, lost, n)
+        if a == "cold start":
+            discordant.append((g + lost) / n)
+        lines.append(f"| {label} | +{g} / -{lost} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                     f"{mcnemar_exact(g, lost):.3f} |")
+    psi = max(discordant[0], 1 / n)
+    lines += ["", f"RL's own contribution is the middle row. With {n} paired questions and {100 * psi:.0f}% of them "
+              f"discordant, a change under about {100 * mde_paired(n, psi):.0f} EM points is not detectable at 80% "
+              "power (p < 0.05); `bench/replication.py` evaluates 256 questions per arm for that."]
+    return lines
 
 
 def _plot_before_after(before: dict[str, Any], after: dict[str, Any], png: Path) -> None:

@@ -63,12 +63,17 @@ class HFBackend:
     is untouched); temperature 0 decodes greedily. The model's own generation defaults (top-k 50,
     repetition penalty, ...) are overridden so the sampler draws from softmax(logits / T) with top-p only,
     i.e. from the distribution whose log-probs the trainer computes.
+
+    `logprobs=True` also returns each sampled token's log-prob under that distribution (log_softmax of the
+    step's logits / T; T = 1 when greedy, as the trainer scores greedy rollouts), so the trainer can skip
+    its separate old-log-prob forward (`optim.reuse_sampler_logprobs`). The sampled ids are unchanged.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, device: str | None = None):
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, device: str | None = None,
+                 logprobs: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size, self.logprobs = model, tokenizer, batch_size, logprobs
         self.device = device or str(next(model.parameters()).device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = model.generation_config.eos_token_id
@@ -118,14 +123,16 @@ class HFBackend:
                 mask[r, width - len(p):] = 1
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed * 1_000_003 + b // self.batch_size)
-                new = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                          **kwargs)[:, width:]
-            for row, i in zip(new.tolist(), idx):
-                out[i] = self._finish(row, stop_strings)
+                res = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                          return_dict_in_generate=True, output_logits=self.logprobs, **kwargs)
+                new = res.sequences[:, width:]
+                lps = _sampled_logprobs(res.logits, new, temperature if sample else 1.0) if self.logprobs else None
+            for r, (row, i) in enumerate(zip(new.tolist(), idx)):
+                out[i] = self._finish(row, stop_strings, None if lps is None else lps[r])
         self.gen_seconds += time.perf_counter() - t0
         return out  # type: ignore[return-value]  # every slot was filled
 
-    def _finish(self, row: list[int], stop_strings: Sequence[str]) -> GenOutput:
+    def _finish(self, row: list[int], stop_strings: Sequence[str], logprobs: list[float] | None = None) -> GenOutput:
         """Cut one generated row: after its first stop string, else after its first eos; the rest is the
         padding generate appends to rows that finished before the others."""
         n, stop = first_stop(row, self.tokenizer, stop_strings)
@@ -134,7 +141,19 @@ class HFBackend:
             eos_at = [row.index(e) for e in self.eos_ids if e in row]
             n, reason = (min(eos_at) + 1, "eos") if eos_at else (len(row), "length")
         ids = row[:n]
-        return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason)
+        return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason,
+                         None if logprobs is None else logprobs[:n])
+
+
+def _sampled_logprobs(logits: Any, new: Any, temperature: float) -> list[list[float]]:
+    """log softmax(logits_t / T)[y_t] per row and step, in float32. These are generate's raw logits (before
+    top-p), i.e. exactly what `rollout.compute_logprobs` computes from a full forward. Step by step, so no
+    [rows, steps, vocab] copy is made."""
+    import torch
+
+    cols = [torch.log_softmax(step.float() / temperature, -1).gather(-1, new[:, t, None])
+            for t, step in enumerate(logits)]
+    return torch.cat(cols, dim=1).tolist()
 
 
 class VLLMBackend:

@@ -59,6 +59,7 @@ from zerosearch.monitors import (
     counter_note,
     search_failures,
 )
+from zerosearch.packing import length_sorted, logprobs_by_length, row_lengths
 from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
 
 
@@ -166,7 +167,7 @@ class Trainer:
                                          max_obs_tokens=r.max_obs_tokens, max_prompt_tokens=r.max_prompt_tokens,
                                          max_total_tokens=r.max_total_tokens, k=self.engine_k(), n=r.n,
                                          temperature=r.temperature, top_p=r.top_p, format_weight=r.format_weight)
-        self.backend = HFBackend(self.policy, self.tok, batch_size=r.batch_size)
+        self.backend = HFBackend(self.policy, self.tok, batch_size=r.batch_size, logprobs=o.reuse_sampler_logprobs)
         for e in (self.engine, self.eval_engine):  # a `self` engine writes its documents with this policy
             bind_policy(e, self.backend, self.tok)
         self.check_engines()  # before _resume: a resumed engine's RNG is the checkpoint's, not the probe's
@@ -220,14 +221,19 @@ class Trainer:
                 yield self.policy
 
     def _rollout_batch(self, ro: Rollout, batch: dict[str, Tensor]) -> RolloutBatch:
-        mb = self.cfg.optim.micro_batch_size
+        mb, o = self.cfg.optim.micro_batch_size, self.cfg.optim
         T = self._temperature()
         self.policy.eval()
-        old_logp = compute_logprobs(self.policy, batch, T, mb)
+        logprobs = logprobs_by_length if o.sort_by_length else compute_logprobs
+        # The sampler's log-probs are those of the policy tokens only: reusable when only those are trained.
+        if o.reuse_sampler_logprobs and self.cfg.train.loss_mask and "sampler_logprobs" in batch:
+            old_logp = batch["sampler_logprobs"] * batch["info_mask"]
+        else:
+            old_logp = logprobs(self.policy, batch, T, mb)
         ref_logp = None
         if self.algo.needs_ref:
             with self._reference() as ref:
-                ref_logp = compute_logprobs(ref, batch, T, mb)
+                ref_logp = logprobs(ref, batch, T, mb)
         values = None
         if self.critic is not None:
             self.critic.eval()  # rollout values: no dropout, like the policy's old log-probs
@@ -324,6 +330,8 @@ class Trainer:
             perm = torch.randperm(B, generator=gen)
             for s in range(0, B, o.mini_batch_size):
                 mini = perm[s: s + o.mini_batch_size]
+                if o.sort_by_length:  # similar lengths per micro-batch; the mini-batch's loss is unchanged
+                    mini = length_sorted(mini, row_lengths(batch))
                 denom = float(rb.mask[mini].sum()) if token_mean else float(len(mini))
                 for m in range(0, len(mini), o.micro_batch_size):
                     idx = mini[m: m + o.micro_batch_size]
