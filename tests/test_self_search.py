@@ -153,3 +153,10 @@ def test_the_self_config_loads_and_builds_its_engine() -> None:
     cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "smol-self.yaml", [])
     engine = build_engine(EngineConfig.from_dict(cfg.engine))
     assert isinstance(engine, SelfSearchEngine) and engine.k == 3 and cfg.curriculum.fixed == 0.0
+
+
+def test_serve_refuses_the_self_engine_at_start_up(capsys) -> None:
+    from zerosearch.cli import main
+
+    assert main(["serve", "--engine", "self", "--port", "0"]) == 2  # before binding a port or loading anything
+    assert "--engine self needs the policy" in capsys.readouterr().err

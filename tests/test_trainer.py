@@ -420,3 +420,20 @@ def test_a_collapse_alarm_can_stop_the_run_keeping_the_last_good_checkpoint(tmp_
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["alarm/kl"] == 1 and "alarm/kl" not in rows[0]
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-000001"]
+
+
+class BlindSimulator(DocsEngine):
+    """Stands in for an answer-blind simulator (or `self`): sees no answer, but is an LLM writing documents."""
+
+    name = "simulated"
+
+
+def test_a_simulator_is_never_shared_with_the_dev_batch(tmp_path):
+    # An answer-blind simulator as the training engine: the dev batch gets its own engine (here BM25 over
+    # the world), so dev searches cannot move the training engine's seed counter or its counters.
+    trainer = Trainer(make_cfg(tmp_path), tmp_path / "run", progress=False, engine=BlindSimulator())
+    try:
+        assert trainer.engine.is_simulator and not trainer.engine.sees_gold_answers
+        assert trainer.eval_engine.engine is not trainer.engine and trainer.eval_engine.engine.name == "bm25"
+    finally:
+        trainer.close()

@@ -127,7 +127,7 @@ class TrainConfig(_Section):
     data: DataSection = DataSection()
     engine: dict[str, Any] = {"name": "simulated"}  # zerosearch.engines.EngineConfig fields
     # The dev batch's engine: real or answer-blind (a gold-seeing one is refused). null: the training
-    # engine when it is real, else BM25 over the world's corpus when data.dev is `world`, else the
+    # engine when it is a real engine, else BM25 over the world's corpus when data.dev is `world`, else the
     # training simulator in answer-blind mode (zerosearch.dev_eval.dev_engine).
     eval_engine: dict[str, Any] | None = None
     rollout: RolloutSection = RolloutSection()

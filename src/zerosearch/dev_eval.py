@@ -6,12 +6,13 @@ simulator, and every request reaches it through `eval.AnswerBlind` (the same wra
 refusal, as `zerosearch eval`): stripped to (query, k, row id), so nothing attached by the rollout (the
 question, the gold answers, a noise probability) can get through. When `eval_engine` is unset:
 
-1. the training engine itself, if it is real or answer-blind;
+1. the training engine itself, if it is a real engine (a simulator, answer-blind or `self`, is never
+   shared: its generator's seed counter would move with every dev search);
 2. else BM25 over the synthetic world's corpus, when the dev data is `world`;
 3. else the training engine's settings with `answer_blind: true` (the same simulator, told nothing).
 
-A dev engine is its own instance (cases 2 and 3), so evaluating draws nothing from the training
-engine's RNG and `eval_every` cannot change what training sees.
+A simulator's dev engine is its own instance (cases 2 and 3), so evaluating draws nothing from the
+training engine's RNG or seed counter and `eval_every` cannot change what training sees.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from zerosearch.rollout import RolloutConfig, rollout
 
 
 def dev_engine_config(train_engine: dict[str, Any], eval_engine: dict[str, Any] | None, dev_spec: str | None,
-                      train_sees_gold: bool) -> EngineConfig | None:
-    """The dev engine's config, or None to reuse the (real or answer-blind) training engine."""
+                      train_is_simulator: bool) -> EngineConfig | None:
+    """The dev engine's config, or None to reuse the (real) training engine."""
     if eval_engine is not None:
         return EngineConfig.from_dict(eval_engine, source="eval_engine")
-    if not train_sees_gold:
+    if not train_is_simulator:
         return None
     if dev_spec == "world":
         return EngineConfig(name="bm25", corpus="world", k=int(train_engine.get("k", 5)))

@@ -160,7 +160,7 @@ class Trainer:
         self.engine = engine or build_engine(engine_config(cfg.engine, world_dir))
         self.eval_engine, self._owned_eval_engine = None, None
         if self.dev_data and cfg.train.eval_every:
-            dev_cfg = dev_engine_config(cfg.engine, cfg.eval_engine, cfg.data.dev, self.engine.sees_gold_answers)
+            dev_cfg = dev_engine_config(cfg.engine, cfg.eval_engine, cfg.data.dev, self.engine.is_simulator)
             self.eval_engine, self._owned_eval_engine = dev_engine(self.engine, dev_cfg, world_dir, eval_engine)
         r = cfg.rollout
         self.rollout_cfg = RolloutConfig(max_turns=r.max_turns, max_new_tokens_per_turn=r.max_new_tokens_per_turn,

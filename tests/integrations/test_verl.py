@@ -574,3 +574,21 @@ def test_recipe_agent_loop_and_tool_configs_load(monkeypatch: pytest.MonkeyPatch
     (tool,) = initialize_tools_from_config(str(RECIPES / "search_tool.yaml"))
     assert (tool.name, tool.topk, tool.max_response_chars) == ("search", 5, 2048)
     assert tool.engine_settings["name"] == "http" and tool.engine_settings["endpoint"] == ["http://127.0.0.1:8000"]
+
+
+def test_turn_count_of_rows_that_end_on_eos() -> None:
+    # An EOS ends the row (zerosearch.rollout: end="eos", counted invalid) with no corrective message after it.
+    from zerosearch.integrations.verl.agent_loop import count_turns
+    from zerosearch.rollout import Trajectory
+
+    def traj(**kw: Any) -> Trajectory:
+        return Trajectory(row_id="r", group_id=0, sample=0, data_source="d", question="q", golden_answers=["a"],
+                          prompt_ids=[1], **kw)
+
+    # search, invalid (corrected), then EOS: prompt + 3 generations + 1 information + 1 corrective message
+    assert count_turns(traj(turns=3, searches=1, invalid_actions=2, end="eos"), max_turns=4) == 6
+    # an EOS on the forced-answer turn: prompt + 2 generations + the forced text, no corrective message
+    assert count_turns(traj(turns=2, invalid_actions=1, end="eos"), max_turns=1) == 4
+    # the unchanged cases: an unanswered forced turn, and a corrected invalid action before an answer
+    assert count_turns(traj(turns=2, invalid_actions=1, end="no_answer"), max_turns=1) == 4
+    assert count_turns(traj(turns=2, invalid_actions=1, valid_actions=1, end="answer"), max_turns=4) == 4

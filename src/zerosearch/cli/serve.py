@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
               "reach this port can use the engine (and spend its API key, if it has one)", file=sys.stderr,
               flush=True)
     cfg = EngineConfig.from_args(args)
+    if cfg.name == "self":  # there is no policy here to write the documents: say so now, not per request
+        raise CLIError("--engine self needs the policy being trained or evaluated (train, eval, ask, gap); "
+                       "a server has none: serve a simulator or a real engine")
     options = {name: getattr(args, name) for name in _APP_OPTIONS if getattr(args, name) is not None}
     with build_engine(cfg) as engine:
 

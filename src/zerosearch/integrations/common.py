@@ -132,7 +132,7 @@ def rollout_metrics(ro: Any, *, noise_prob: float | None = None, engine_stats: M
     }
     for k, v in s.truncation.items():
         out[f"truncation/{k}"] = float(v)
-    for k in ("answer", "no_answer", "context"):
+    for k in ("answer", "no_answer", "context", "eos"):
         out[f"end/{k}"] = float(s.ends.get(k, 0)) / n
     if noise_prob is not None:
         out["noise_prob"] = float(noise_prob)

@@ -252,9 +252,10 @@ def record_from_kwargs(kwargs: dict[str, Any]) -> QARecord:
 
 def count_turns(t: Trajectory, max_turns: int) -> int:
     """Messages in the trajectory: prompt + generations + information blocks + corrective messages +
-    the forced-answer text. An action at the final turn is counted invalid but gets no message."""
+    the forced-answer text. An action at the final turn, or an EOS (zerosearch.rollout ends the row there),
+    is counted invalid but gets no message; `no_answer` only happens at the final turn."""
     forced = t.turns > max_turns
-    corrective = t.invalid_actions - int(forced and t.end == "no_answer")
+    corrective = t.invalid_actions - int(t.end in ("no_answer", "eos"))
     return 1 + t.turns + t.searches + corrective + int(forced)
 
 
