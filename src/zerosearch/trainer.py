@@ -59,7 +59,7 @@ from zerosearch.monitors import (
     counter_note,
     search_failures,
 )
-from zerosearch.packing import length_sorted, logprobs_by_length, row_lengths
+from zerosearch.packing import length_sorted, logprobs_by_length, row_lengths, trim_columns
 from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
 
 
@@ -475,18 +475,7 @@ def _rows(batch: dict[str, Tensor], idx: Any) -> dict[str, Tensor]:
 
 def _trim(batch: dict[str, Tensor], rb: RolloutBatch) -> tuple[dict[str, Tensor], RolloutBatch]:
     """Drop the columns that are padding for every row of a micro-batch (less compute, same result)."""
-    R = batch["response_mask"].shape[1]
-    r = max(int(batch["response_mask"].sum(1).max()), 1)
-    P = batch["input_ids"].shape[1] - R
-    left = int((batch["attention_mask"][:, :P].sum(0) > 0).nonzero().min()) if P else 0
-    out = {}
-    for k, v in batch.items():
-        if v.dim() == 2 and v.shape[1] == P + R:
-            out[k] = v[:, left: P + r]
-        elif v.dim() == 2 and v.shape[1] == R:
-            out[k] = v[:, :r]
-        else:
-            out[k] = v
+    out, r = trim_columns(batch)
     cut = {f.name: getattr(rb, f.name)[:, :r] for f in dataclasses.fields(rb)
            if isinstance(getattr(rb, f.name), Tensor) and getattr(rb, f.name).dim() == 2}
     return out, dataclasses.replace(rb, **cut)
