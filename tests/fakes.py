@@ -1,4 +1,5 @@
-"""Fake HTTP servers for engine tests: a threaded http.server on 127.0.0.1, on a free port."""
+"""Fakes for engine tests: threaded HTTP servers on 127.0.0.1 (on a free port), and the no-op part of a
+simulator backend (zerosearch.engines.sim_backends.SimBackend)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,19 @@ def free_port() -> int:
     port = server.server_address[1]
     server.server_close()
     return port
+
+
+class StatelessSimBackend:
+    """A simulator backend's bookkeeping with nothing to keep: subclasses write `generate` (and `identity`)."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

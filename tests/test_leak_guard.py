@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fakes import StatelessSimBackend
 
 from zerosearch.engines import SearchRequest
 from zerosearch.engines.leak import REASON_NOISY, REASON_OFF_TOPIC, LeakGuard, entity_words
@@ -61,7 +62,7 @@ def test_what_is_not_a_candidate():
         g.check("q", TITANIC, GOLDS, docs, mode="misleading")
 
 
-class ScriptedSimulator:
+class ScriptedSimulator(StatelessSimBackend):
     """Writes k documents that state the answer whenever the prompt gives one (a perfectly leaky model)."""
 
     def __init__(self):
@@ -79,18 +80,6 @@ class ScriptedSimulator:
             n = int(re.search(r"Doc (\d+)", stop[0]).group(1)) - 1
             out.append(Generation("\n".join(f"Doc {i}: document {i}, {said}." for i in range(1, n + 1)), "stop"))
         return out
-
-    def stats(self):
-        return {}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    def close(self):
-        pass
 
 
 def world_questions(n: int) -> list[dict]:

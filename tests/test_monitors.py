@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from fakes import StatelessSimBackend
 
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.monitors import (
@@ -146,24 +147,12 @@ def test_check_engine_leaves_a_simulators_rng_as_it_was():
     from zerosearch.engines.simulated import SimulatedEngine
     from zerosearch.engines.sim_backends import Generation
 
-    class Echo:  # a simulator backend writing one document per prompt
+    class Echo(StatelessSimBackend):  # a simulator backend writing one document per prompt
         def generate(self, prompts, stop, prefix):
             return [Generation(text=" a document", finish_reason="stop") for _ in prompts]
 
         def identity(self):
             return "echo"
-
-        def stats(self):
-            return {}
-
-        def state_dict(self):
-            return {}
-
-        def load_state_dict(self, state):
-            pass
-
-        def close(self):
-            pass
 
     def draws(engine):
         reqs = [SearchRequest(query=f"q{i}", k=1, question="q?", golden_answers=["A"], noise_prob=0.5) for i in range(20)]

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from fakes import FakeServer, free_port
+from fakes import FakeServer, StatelessSimBackend, free_port
 
 from zerosearch.engines import EngineConfig, SearchError, SearchRequest, format_documents
 from zerosearch.engines.sim_backends import Generation, OpenAIBackend, chat_completions_url
@@ -160,7 +160,7 @@ def echo_reply(prompt: str) -> str:
     return "\n".join(f"Doc {i}: {mode} doc {i} on {query}; it says {answer}." for i in range(1, _WORDS[n] + 1))
 
 
-class FakeBackend:
+class FakeBackend(StatelessSimBackend):
     def __init__(self, reply=echo_reply, fail=lambda prompt: False):
         self.reply, self.fail = reply, fail
         self.calls: list[tuple[list[str], list[str], str]] = []
@@ -174,15 +174,6 @@ class FakeBackend:
 
     def stats(self):
         return {"calls": len(self.calls)}
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    def close(self):
-        pass
 
 
 def rows(n: int) -> list[dict]:

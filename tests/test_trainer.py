@@ -120,18 +120,24 @@ def test_each_algorithm_trains_and_exports(tmp_path, algo):
     assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["step-000001", "step-000002"]
 
 
+def crash_at_step(monkeypatch, at: int):
+    """Make Trainer.step raise KeyboardInterrupt (a kill) at step `at`; returns the real Trainer.step."""
+    real_step = Trainer.step
+
+    def crashing(self, step):
+        if step == at:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(self, step)
+
+    monkeypatch.setattr(Trainer, "step", crashing)
+    return real_step
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     cfg = make_cfg(tmp_path, "train.steps=3", "algorithm={name: ppo}")
     run(cfg, tmp_path / "full")
 
-    real_step = Trainer.step
-
-    def crash_at_3(self, step):
-        if step == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return real_step(self, step)
-
-    monkeypatch.setattr(Trainer, "step", crash_at_3)
+    real_step = crash_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path / "crashed")
     monkeypatch.setattr(Trainer, "step", real_step)
@@ -315,14 +321,7 @@ def test_resume_with_the_simulated_engine_reproduces_its_draws(tmp_path, monkeyp
             trainer.close()
 
     go(tmp_path / "full")
-    real_step = Trainer.step
-
-    def crash_at_3(self, step):
-        if step == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return real_step(self, step)
-
-    monkeypatch.setattr(Trainer, "step", crash_at_3)
+    real_step = crash_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         go(tmp_path / "crashed")
     monkeypatch.setattr(Trainer, "step", real_step)
