@@ -97,6 +97,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 holds up best on a busy machine)")
     ap.add_argument("--baseline-path", action="store_true",
                     help="train without the speed options (optim.sort_by_length, optim.reuse_sampler_logprobs)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train the arms and stop: several invocations (each with its own --arms, same --out) can "
+                         "train in parallel, one per core; a last one with every arm evaluates and writes the tables")
+    ap.add_argument("--name", default="replication-powered",
+                    help="results stem: <name>-seed<N>.md/.json/.png in --results, runs in runs/<name>-seed<N>/")
     ap.add_argument("--estimate", type=float, nargs="?", const=1.0, default=None, metavar="SPEEDUP",
                     help="print the estimated wall time and exit (SPEEDUP: bench/step.py's step ratio, default 1)")
     args = ap.parse_args()
@@ -122,7 +127,7 @@ def main() -> None:
         print(json.dumps(estimate(args, len(arms), args.estimate)))
         return
     dcfg = DemoConfig(model=args.model, methods=["search-agent"], **{name: getattr(args, name) for name in SIZE_FIELDS})
-    out, t0 = Path(args.out or f"runs/replication-seed{args.seed}"), time.perf_counter()
+    out, t0 = Path(args.out or f"runs/{args.name}-seed{args.seed}"), time.perf_counter()
     world = cached_world()
     bm25 = build_engine(EngineConfig.from_dict({"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": dcfg.k}))
     start = cold_start(dcfg, world, bm25)
@@ -147,6 +152,11 @@ def main() -> None:
             print(f"== train {arm} ({cfg.train.steps} steps{', resumed' if resume else ''})", flush=True)
             train(cfg, run, resume=resume, progress=False)
         policies[arm] = str(run / "final")
+    if args.train_only:
+        print(json.dumps({"bench": "replication", "trained": arms, "out": str(out)}))
+        return
+    # The arms first, the shared cold start last: parallel invocations then rarely reach it at the same time.
+    policies = {**{a: policies[a] for a in arms}, "cold start": start}
 
     test = subsample(load_qa(world / "test.jsonl"), args.eval_size, args.seed)
     ecfg = EvalConfig(methods=["search-agent"], k=dcfg.k, max_turns=2, max_new_tokens=dcfg.max_tokens, seed=args.seed,
@@ -158,11 +168,13 @@ def main() -> None:
         print(f"== eval {name}", flush=True)
         model, tok = load(path)
         folder = out / "eval" / name.replace(" ", "-")
-        r = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg, folder, meta={"model": path})
+        r = _eval_waiting(lambda: run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg, folder,
+                                           meta={"model": path}))
         results[name] = r["summary"]["search-agent"]["avg"]
         rows[name] = _read(folder / "predictions.jsonl")
         per_question[name] = {p["id"]: p["em"] for p in rows[name]}
     bm25.close()
+    results = {"cold start": results.pop("cold start"), **results}  # the table's first row
 
     metrics = {arm: _read(out / arm / "metrics.jsonl") for arm in arms}
     curves = {arm: [m["reward"] for m in ms if "reward" in m] for arm, ms in metrics.items()}
@@ -179,7 +191,7 @@ def main() -> None:
     psi = sum(disc) / len(disc) if disc else 0.2
     mde = mde_paired(len(test), psi)
     train_minutes = {arm: sum(m.get("time_step", 0.0) for m in ms) / 60 for arm, ms in metrics.items()}
-    figures = {"bench": "replication", "seed": args.seed, "date": date.today().isoformat(), "machine": _machine(),
+    figures = {"bench": "replication", "name": args.name, "seed": args.seed, "date": date.today().isoformat(), "machine": _machine(),
                "steps": args.steps, "questions_per_step": args.questions_per_step, "group_size": args.group_size,
                "warmup_examples": args.warmup_examples, "warmup_steps": args.warmup_steps,
                "eval_questions": len(test), "wall_hours_this_invocation": round((time.perf_counter() - t0) / 3600, 2),
@@ -193,6 +205,19 @@ def main() -> None:
                **{f"p_mcnemar/{k}": round(v["p"], 4) for k, v in between.items()}}
     _write(Path(args.results), figures, results, curves, per_question, dcfg, between=between, by_hop=by_hop)
     print(json.dumps(figures))
+
+
+def _eval_waiting(run: Any, poll_s: float = 30.0) -> Any:
+    """run(), waiting while another invocation holds the same evaluation (run_eval's lock); it then resumes
+    what that one wrote instead of evaluating it twice."""
+    while True:
+        try:
+            return run()
+        except ValueError as e:
+            if "another evaluation is writing" not in str(e):
+                raise
+            print(f"   {e}; retrying in {poll_s:.0f} s", flush=True)
+            time.sleep(poll_s)
 
 
 def paired(before: dict[str, float], after: dict[str, float], ids: list[str], *, seed: int = 0) -> dict[str, Any]:
@@ -265,7 +290,7 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
 
     pct = lambda x: f"{100 * x:+.1f}"
     ci = lambda v: f"{pct(v['delta'])} [{pct(v['ci'][0])}, {pct(v['ci'][1])}]"
-    stem = f"replication-seed{figures['seed']}"
+    stem = f"{figures.get('name', 'replication')}-seed{figures['seed']}"
     lines = [f"# Replication in miniature ({figures['date']}, {figures['machine']})", "",
              f"`{dcfg.model}`, cold-started ({figures['warmup_steps']} SFT steps on {figures['warmup_examples']} "
              f"demonstrations), then GRPO for {figures['steps']} steps x "

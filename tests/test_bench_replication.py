@@ -29,18 +29,28 @@ def test_replication_bench_smoke_and_resume(tmp_path: Path, monkeypatch: pytest.
             "--seed", "1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     monkeypatch.setattr(sys, "argv", argv)
 
+    # Two arms trained alone (as a parallel invocation would): no evaluation, no table.
+    monkeypatch.setattr(sys, "argv", [*argv, "--arms", "self,real-bm25", "--train-only"])
     bench.main()
+    first = capsys.readouterr().out
+    assert "== train self" in first and "== train real-bm25" in first and "== eval" not in first
+    assert json.loads(first.strip().splitlines()[-1])["trained"] == ["self", "real-bm25"]
+    assert not (tmp_path / "results").exists()
+
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()  # trains the other arms only, then evaluates every policy
     out = capsys.readouterr().out
     figures = json.loads(out.strip().splitlines()[-1])
     policies = ["cold start", *bench.ARMS]
     assert figures["seed"] == 1 and figures["eval_questions"] == 3
-    assert all(f"== train {arm}" in out for arm in bench.ARMS)
-    table = (tmp_path / "results" / "replication-seed1.md").read_text()
-    assert all(f"| {p} |" in table for p in policies) and "(replication-seed1.png)" in table
+    assert all((f"== train {arm}" in out) == (arm not in ("self", "real-bm25")) for arm in bench.ARMS)
+    assert out.index("== eval cold start") > max(out.index(f"== eval {arm}") for arm in bench.ARMS)
+    table = (tmp_path / "results" / "replication-powered-seed1.md").read_text()
+    assert all(f"| {p} |" in table for p in policies) and "(replication-powered-seed1.png)" in table
     assert "McNemar p" in table and "**Power.**" in table and "| sim-curriculum vs sim-fixed |" in table
     assert "| cold start | 1 |" in table or "| cold start | 2 |" in table  # the per-hop table
-    assert (tmp_path / "results" / "replication-seed1.png").stat().st_size > 1000
-    saved = json.loads((tmp_path / "results" / "replication-seed1.json").read_text())
+    assert (tmp_path / "results" / "replication-powered-seed1.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "results" / "replication-powered-seed1.json").read_text())
     assert saved["figures"] == figures
     assert sorted(saved["per_question_em"]) == sorted(policies)
     assert all(len(per_q) == 3 for per_q in saved["per_question_em"].values())
@@ -55,7 +65,7 @@ def test_replication_bench_smoke_and_resume(tmp_path: Path, monkeypatch: pytest.
     bench.main()  # every arm has its final policy: nothing is trained again, and the numbers are the same
     again = capsys.readouterr().out
     assert "== train" not in again
-    assert json.loads((tmp_path / "results" / "replication-seed1.json").read_text())["results"] == saved["results"]
+    assert json.loads((tmp_path / "results" / "replication-powered-seed1.json").read_text())["results"] == saved["results"]
 
     monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2"])  # other settings, same runs folder: refused
     with pytest.raises(SystemExit, match="trained under other settings"):
