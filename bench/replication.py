@@ -96,7 +96,8 @@ def main() -> None:
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 holds up best on a busy machine)")
     ap.add_argument("--baseline-path", action="store_true",
-                    help="train without the speed options (optim.sort_by_length, optim.reuse_sampler_logprobs)")
+                    help="train without the speed options (optim.sort_by_length, optim.reuse_sampler_logprobs, "
+                         "optim.reuse_kv_cache)")
     ap.add_argument("--train-only", action="store_true",
                     help="train the arms and stop: several invocations (each with its own --arms, same --out) can "
                          "train in parallel, one per core; a last one with every arm evaluates and writes the tables")
@@ -135,7 +136,7 @@ def main() -> None:
     base["train"]["samples_per_step"] = 0
     base["train"]["save_every"] = 3  # an hour-long bench must survive being killed: resume from the last checkpoint
     speed = not args.baseline_path  # same maths either way (tests/test_packing.py); see bench/step.py
-    base["optim"].update(sort_by_length=speed, reuse_sampler_logprobs=speed)
+    base["optim"].update(sort_by_length=speed, reuse_sampler_logprobs=speed, reuse_kv_cache=speed)
 
     policies = {"cold start": start}
     for arm in arms:
@@ -168,8 +169,9 @@ def main() -> None:
         print(f"== eval {name}", flush=True)
         model, tok = load(path)
         folder = out / "eval" / name.replace(" ", "-")
-        r = _eval_waiting(lambda: run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, ecfg, folder,
-                                           meta={"model": path}))
+        kv = 2 * ecfg.chunk * ecfg.max_total_tokens if speed else 0  # the trainer's KV reuse, for the eval's turns too
+        backend = HFBackend(model.eval(), tok, batch_size=8, kv_cache_tokens=kv)
+        r = _eval_waiting(lambda: run_eval(test, backend, tok, bm25, ecfg, folder, meta={"model": path}))
         results[name] = r["summary"]["search-agent"]["avg"]
         rows[name] = _read(folder / "predictions.jsonl")
         per_question[name] = {p["id"]: p["em"] for p in rows[name]}

@@ -8,8 +8,10 @@ cached) and SmolLM2-135M simulator, 4 questions x 4 samples = 16 trajectories, 4
     baseline   main's behaviour: a separate old-log-prob forward, micro-batches in random order (padded
                to their longest row), the process's default torch thread count
     optimised  optim.reuse_sampler_logprobs (the sampler's log-probs are the old ones: no extra forward),
-               optim.sort_by_length (micro-batches of similar length, trimmed), --threads (1: intra-op
-               threads on an oversubscribed 2-core box make every op wait for the slowest core)
+               optim.sort_by_length (micro-batches of similar length, trimmed), optim.reuse_kv_cache (each
+               turn feeds only its new tokens; a GRPO group's prompt is prefilled once: zerosearch.prefix_cache),
+               --threads (1: intra-op threads on an oversubscribed 2-core box make every op wait for the
+               slowest core)
 
 Each repetition builds both trainers from the same weights and runs the same step (same questions, same
 seeds), baseline then optimised (alternating which goes first), so machine load hits both alike; the
@@ -146,7 +148,7 @@ def build(base: dict[str, Any], optimised: bool, run_dir: Path) -> Any:
     from zerosearch.trainer import Trainer
 
     cfg = copy.deepcopy(base)
-    cfg["optim"].update(sort_by_length=optimised, reuse_sampler_logprobs=optimised)
+    cfg["optim"].update(sort_by_length=optimised, reuse_sampler_logprobs=optimised, reuse_kv_cache=optimised)
     return Trainer(TrainConfig.model_validate(cfg), run_dir, progress=False)
 
 
@@ -195,7 +197,15 @@ def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
                                                           "logprobs": lp, "update": up},
             "load": load_avg(), "response_ids": [t.response_ids for t in ro],
             "old_logp": rb.old_logp, "mask": rb.mask, "update_stats": upd,
-            "searches": ro.stats.mean_searches, "n_params": sum(p.numel() for p in trainer.policy.parameters()), "generated_tokens": ro.stats.generated_tokens}
+            "searches": ro.stats.mean_searches, "kv_cache": _kv_stats(trainer.backend),
+            "n_params": sum(p.numel() for p in trainer.policy.parameters()),
+            "generated_tokens": ro.stats.generated_tokens}
+
+
+def _kv_stats(backend: Any) -> dict[str, int] | None:
+    """Prompt tokens the policy's generation took from its KV cache vs fed to the model (None: no cache)."""
+    p = getattr(backend, "prefix", None)
+    return None if p is None else {"reused_prompt_tokens": p.reused, "fed_prompt_tokens": p.fed}
 
 
 def probe_threads_and_dtype(model_name: str, threads: list[int], rows: int = 16, new: int = 16,
@@ -303,6 +313,7 @@ def main() -> None:
         achieved = {p: round(r["flops"][p] / r["seconds"][p] / 1e9, 1) if r["seconds"][p] > 0 else None for p in PARTS}
         out[f"gflops/{name}"] = achieved
         out[f"tokens/{name}"] = {p: r["tokens"][p] for p in PARTS}
+        out[f"kv_cache/{name}"] = r["kv_cache"]
         out[f"pct_of_peak/{name}"] = {p: round(100 * v / cpu["peak_gflops_fp32"], 1) for p, v in achieved.items() if v}
         for part in ("policy_generation", "simulator_generation"):
             tok = r["tokens"][part]

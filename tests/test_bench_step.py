@@ -42,6 +42,9 @@ def test_step_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     assert all(v < 1e-3 for c in out["same_results"] for v in c["loss_abs_diff"].values())
     # the optimised path never runs the old-log-prob forward: fewer log-prob tokens than the baseline
     assert out["tokens/optimised"]["logprobs"]["padded"] < out["tokens/baseline"]["logprobs"]["padded"]
+    # and its generation feeds each turn only its new tokens (the KV cache holds the rest)
+    assert out["kv_cache/baseline"] is None and out["kv_cache/optimised"]["reused_prompt_tokens"] > 0
+    assert out["tokens/optimised"]["policy_generation"]["padded"] < out["tokens/baseline"]["policy_generation"]["padded"]
 
 
 def test_cpu_peak_reads_lscpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -396,6 +396,31 @@ def test_steps_with_failed_searches_are_skipped_and_a_failing_run_stops_cleanly(
     assert saved and all(torch.equal(saved[k], v) for k, v in trainer.policy.state_dict().items())
 
 
+class MatchesNothing(SearchEngine):
+    """A working BM25 whose corpus shares no term with the query: an empty result, after the start-up query."""
+
+    name = "nothing"
+
+    def __init__(self):
+        self.calls = 0
+
+    def search(self, requests):
+        self.calls += 1
+        return DocsEngine().search(requests) if self.calls == 1 else [[] for _ in requests]
+
+
+def test_empty_results_from_a_working_engine_are_trained_on(tmp_path):
+    """No documents is an answer (the policy's query matched nothing), not an engine failure: never skipped."""
+    cfg = make_cfg(tmp_path, SEARCHY, "train.steps=3", "train.eval_every=0", "train.max_consecutive_failed_steps=1")
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, engine=MatchesNothing())
+    trainer.backend = SearchThenAnswer(trainer.tok)
+    trainer.fit()
+    trainer.close()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [(r["step"], r["skipped"], r["failed_searches"]) for r in rows] == [(1, 0, 0), (2, 0, 0), (3, 0, 0)]
+    assert all("pg_loss" in r for r in rows) and all(r["searches"] > 0 for r in rows)
+
+
 def test_every_shipped_config_validates():
     from pathlib import Path
 

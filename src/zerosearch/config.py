@@ -81,6 +81,9 @@ class OptimSection(_Section):
     # Old log-probs = the sampler's own (HFBackend reports them) instead of a separate forward pass; they
     # agree to float noise. Needs train.loss_mask (inserted tokens have no sampler log-prob).
     reuse_sampler_logprobs: bool = False
+    # Keep each row's keys/values between turns and prefill a group's shared prompt once
+    # (zerosearch.prefix_cache): the next turn feeds only its new tokens. Same sampler, float rounding aside.
+    reuse_kv_cache: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -67,10 +67,15 @@ class HFBackend:
     `logprobs=True` also returns each sampled token's log-prob under that distribution (log_softmax of the
     step's logits / T; T = 1 when greedy, as the trainer scores greedy rollouts), so the trainer can skip
     its separate old-log-prob forward (`optim.reuse_sampler_logprobs`). The sampled ids are unchanged.
+
+    `kv_cache_tokens > 0` keeps the keys/values of what each row already ran (up to that many tokens in
+    all; zerosearch.prefix_cache), so a rollout's next turn feeds only its new tokens and a GRPO group's
+    shared prompt is prefilled once (`optim.reuse_kv_cache`). Same distribution, same seeds: only float
+    rounding differs from a fresh prefill (tests/test_prefix_cache.py).
     """
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, device: str | None = None,
-                 logprobs: bool = False):
+                 logprobs: bool = False, kv_cache_tokens: int = 0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer, self.batch_size, self.logprobs = model, tokenizer, batch_size, logprobs
@@ -84,6 +89,11 @@ class HFBackend:
         self._stoppers: dict[tuple[str, ...], Any] = {}
         self._stopper(STOP_STRINGS)
         self.gen_seconds = 0.0
+        self.prefix = None
+        if kv_cache_tokens:
+            from zerosearch.prefix_cache import PrefixCache
+
+            self.prefix = PrefixCache(model, kv_cache_tokens)
 
     def _stopper(self, stops: tuple[str, ...]) -> Any:
         from transformers import StoppingCriteriaList, StopStringCriteria
@@ -112,23 +122,36 @@ class HFBackend:
         out: list[GenOutput | None] = [None] * len(order)
         devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
         t0 = time.perf_counter()
+        used: list[tuple[int, ...]] = []
+        stored: set[tuple[int, ...]] = set()
+        if self.prefix is not None:
+            self.prefix.check_weights()
+            self.prefix.prefill_shared(list(prompts_token_ids), self.pad_id, self.device)
         for b in range(0, len(order), self.batch_size):
             idx = order[b: b + self.batch_size]
-            width = max(len(prompts_token_ids[i]) for i in idx)
-            ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                p = prompts_token_ids[i]
-                ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-                mask[r, width - len(p):] = 1
+            prompts = [list(prompts_token_ids[i]) for i in idx]
+            built = self.prefix.batch_cache(prompts, self.pad_id) if self.prefix is not None else None
+            if built is None:
+                ids, mask = _left_pad(prompts, self.pad_id)
+                cache_kw = {}
+            else:
+                cache, ids, mask, hit = built
+                cache_kw, used = {"cache": cache}, used + hit
+            width = ids.shape[1]
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed * 1_000_003 + b // self.batch_size)
                 res = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                          return_dict_in_generate=True, output_logits=self.logprobs, **kwargs)
+                                          return_dict_in_generate=True, output_logits=self.logprobs, **kwargs,
+                                          **cache_kw)
                 new = res.sequences[:, width:]
                 lps = _sampled_logprobs(res.logits, new, temperature if sample else 1.0) if self.logprobs else None
             for r, (row, i) in enumerate(zip(new.tolist(), idx)):
                 out[i] = self._finish(row, stop_strings, None if lps is None else lps[r])
+            if self.prefix is not None:  # KV exists for every sampled token but the last of the batch
+                stored |= set(self.prefix.store(res.cache, mask, [p + out[i].token_ids[: new.shape[1] - 1]  # type: ignore[union-attr]
+                                                    for p, i in zip(prompts, idx)]))
+        if self.prefix is not None:
+            self.prefix.drop([k for k in used if k not in stored])  # superseded by the longer prefixes just stored
         self.gen_seconds += time.perf_counter() - t0
         return out  # type: ignore[return-value]  # every slot was filled
 
@@ -143,6 +166,18 @@ class HFBackend:
         ids = row[:n]
         return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason,
                          None if logprobs is None else logprobs[:n])
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[r, width - len(p):] = 1
+    return ids, mask
 
 
 def _sampled_logprobs(logits: Any, new: Any, temperature: float) -> list[list[float]]:

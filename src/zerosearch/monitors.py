@@ -37,8 +37,13 @@ class TrainingHalted(RuntimeError):
 
 
 def failed_result(docs: Sequence[Document]) -> bool:
-    """A search that gave the policy nothing: no documents, or an engine's "No results found." fallback."""
-    return not docs or any(d.meta.get("fallback") or d.text.strip() == FALLBACK_TEXT for d in docs)
+    """A search the engine failed at: its "No results found." fallback (flagged, or that text).
+
+    An empty list is *not* a failure: it is what a working BM25 answers to a query none of whose terms is
+    in the corpus, and what a simulator answers when it wrote nothing parseable; the policy sees "no
+    results" and learns from it (Search-R1 and ZeroSearch train on such turns). Counting it as failed
+    skipped most of an early real-BM25 run, whose queries are often poor."""
+    return any(d.meta.get("fallback") or d.text.strip() == FALLBACK_TEXT for d in docs)
 
 
 def check_engine(engine: SearchEngine, request: SearchRequest, role: str) -> None:
@@ -53,7 +58,7 @@ def check_engine(engine: SearchEngine, request: SearchRequest, role: str) -> Non
     finally:
         if state is not None:
             engine.load_state_dict(state)
-    if failed_result(docs):
+    if not docs or failed_result(docs):  # the start-up query is a real question: it must find something
         why = next((str(d.meta["error"]) for d in docs if d.meta.get("error")), None)
         raise EngineCheckError(f"{role} engine {engine.identity()!r} returned no usable documents for its start-up "
                                f"query {request.query!r}" + (f" ({why})" if why else "") +
