@@ -12,7 +12,7 @@ import torch
 
 from zerosearch.data import QARecord
 from zerosearch.generation import HFBackend
-from zerosearch.prefix_cache import PrefixCache, common_prefix
+from zerosearch.prefix_cache import PrefixCache, common_prefix, unsupported
 from zerosearch.rollout import RolloutConfig, rollout
 from test_packing import QUESTIONS, Docs
 
@@ -79,13 +79,52 @@ def test_a_weight_update_between_calls_is_never_served_stale(tiny64) -> None:
     model, tok = tiny64
     model = type(model)(model.config).double().eval()
     model.load_state_dict(tiny64[0].state_dict())
-    reuse = HFBackend(model, tok, batch_size=4, kv_cache_tokens=4096)
+    reuse = HFBackend(model, tok, batch_size=4, logprobs=True, kv_cache_tokens=4096)
     two_turns(reuse, tok, 0.0)
     assert reuse.prefix.entries
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(1.5)
-    assert two_turns(reuse, tok, 0.0) == two_turns(HFBackend(model, tok, batch_size=4), tok, 0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)  # a real optimizer step, as the trainer's
+    model(torch.tensor([[5, 6, 7]])).logits.sum().backward()
+    opt.step()
+    assert two_turns(reuse, tok, 0.0) == two_turns(HFBackend(model, tok, batch_size=4, logprobs=True), tok, 0.0)
+
+
+def test_a_tight_budget_evicts_but_never_changes_a_sample(tiny64) -> None:
+    model, tok = tiny64
+    tight = HFBackend(model, tok, batch_size=4, logprobs=True, kv_cache_tokens=40)
+    assert two_turns(tight, tok, 1.0) == two_turns(HFBackend(model, tok, batch_size=4, logprobs=True), tok, 1.0)
+    assert tight.prefix.tokens <= 40 or len(tight.prefix.entries) == 1
+
+
+def test_entries_nobody_continues_are_dropped_after_two_calls(tiny64) -> None:
+    """A finished row's entry survives one unrelated call (a `self` engine's documents between two policy
+    turns) and is gone after the next, so an evaluation's memory does not grow with its questions."""
+    model, tok = tiny64
+    b = HFBackend(model, tok, batch_size=4, kv_cache_tokens=100_000)
+    p = tok(QUESTIONS[1], add_special_tokens=False).input_ids
+    first = b.generate([p], 5, temperature=0.0)
+    key = next(iter(b.prefix.entries))
+    assert key[: len(p)] == tuple(p)
+    other = tok("Unrelated text", add_special_tokens=False).input_ids
+    b.generate([other], 3, temperature=0.0)
+    assert key in b.prefix.entries  # one call in between: still there for the row's next turn
+    b.generate([other + [5]], 3, temperature=0.0)
+    assert key not in b.prefix.entries and b.prefix.tokens == sum(len(k) for k in b.prefix.entries)
+    assert first  # (the row's output itself is checked by the tests above)
+
+
+def test_models_whose_positions_follow_the_cache_index_are_refused(tiny64) -> None:
+    model, tok = tiny64
+    assert unsupported(model) is None
+    cfg = model.config
+    old = getattr(cfg, "layer_types", None)
+    cfg.layer_types = ["sliding_attention"] * cfg.num_hidden_layers
+    try:
+        assert "sliding" in unsupported(model)
+        with pytest.raises(ValueError, match="turn optim.reuse_kv_cache off"):
+            PrefixCache(model, 100)
+        assert HFBackend(model, tok, kv_cache_tokens=100).prefix is None  # off, with a warning
+    finally:
+        cfg.layer_types = old
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])

@@ -148,8 +148,9 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
         model, tok = load(model_path)
         bar = _eval_bar(progress)
         c = ecfg if methods is None else dataclasses.replace(ecfg, methods=methods)
-        result = run_eval(test, HFBackend(model.eval(), tok, batch_size=8), tok, bm25, c, run / folder,
-                          meta={"model": model_path}, progress=bar)
+        # The search agent's turns reuse their keys/values as in training (optim.reuse_kv_cache).
+        backend = HFBackend(model.eval(), tok, batch_size=8, kv_cache_tokens=2 * c.chunk * c.max_total_tokens)
+        result = run_eval(test, backend, tok, bm25, c, run / folder, meta={"model": model_path}, progress=bar)
         return result["summary"]
 
     stages.start("before", f"the untrained {cfg.model} with real BM25 ({', '.join(cfg.methods)})")

@@ -12,6 +12,7 @@ end-of-sequence token (kept: the policy sampled it), or after `max_new_tokens` (
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,9 +92,14 @@ class HFBackend:
         self.gen_seconds = 0.0
         self.prefix = None
         if kv_cache_tokens:
-            from zerosearch.prefix_cache import PrefixCache
+            from zerosearch.prefix_cache import PrefixCache, unsupported
 
-            self.prefix = PrefixCache(model, kv_cache_tokens)
+            why = unsupported(model)
+            if why:  # a speed option must never change the samples: off, and said once
+                print(f"warning: KV reuse is off for this model ({why}): each turn is prefilled afresh",
+                      file=sys.stderr)
+            else:
+                self.prefix = PrefixCache(model, kv_cache_tokens)
 
     def _stopper(self, stops: tuple[str, ...]) -> Any:
         from transformers import StoppingCriteriaList, StopStringCriteria
@@ -123,10 +129,10 @@ class HFBackend:
         devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
         t0 = time.perf_counter()
         used: list[tuple[int, ...]] = []
-        stored: set[tuple[int, ...]] = set()
+        stored: list[tuple[int, ...]] = []
         if self.prefix is not None:
-            self.prefix.check_weights()
-            self.prefix.prefill_shared(list(prompts_token_ids), self.pad_id, self.device)
+            self.prefix.begin_call()
+            self.prefix.prefill_shared(list(prompts_token_ids), self.pad_id, self.device, self.batch_size)
         for b in range(0, len(order), self.batch_size):
             idx = order[b: b + self.batch_size]
             prompts = [list(prompts_token_ids[i]) for i in idx]
@@ -148,10 +154,10 @@ class HFBackend:
             for r, (row, i) in enumerate(zip(new.tolist(), idx)):
                 out[i] = self._finish(row, stop_strings, None if lps is None else lps[r])
             if self.prefix is not None:  # KV exists for every sampled token but the last of the batch
-                stored |= set(self.prefix.store(res.cache, mask, [p + out[i].token_ids[: new.shape[1] - 1]  # type: ignore[union-attr]
-                                                    for p, i in zip(prompts, idx)]))
+                stored += self.prefix.store(res.cache, mask, [p + out[i].token_ids[: new.shape[1] - 1]  # type: ignore[union-attr]
+                                                   for p, i in zip(prompts, idx)])
         if self.prefix is not None:
-            self.prefix.drop([k for k in used if k not in stored])  # superseded by the longer prefixes just stored
+            self.prefix.end_call(used, stored)
         self.gen_seconds += time.perf_counter() - t0
         return out  # type: ignore[return-value]  # every slot was filled
 

@@ -15,6 +15,12 @@ agrees with the new prompt for L tokens gives exact KV for those L tokens, whate
 hazard is stale weights: an entry computed before an optimizer step is wrong after it, so the cache is
 keyed to the parameters' in-place version counters and empties itself when any of them moved.
 
+Entries live while they can still be continued: one not stored or used by the last two generate calls
+is dropped (a finished row's, or one a `self` engine's document call made between two policy turns
+leaves alone), and an entry a longer one of the same call extends is dropped at once; `max_tokens` caps
+the rest. Only full-attention models with a plain dynamic cache qualify (`unsupported`): a sliding
+window or ALiBi counts positions by cache index, which the padding below shifts.
+
 Batch layout handed to `generate` (per row; W_c, W_s: the widest cached part and the widest new part):
 
     [ pad * (W_c - L_r) | cached KV (L_r) | pad * (W_s - s_r) | new tokens (s_r) ]
@@ -39,21 +45,50 @@ def common_prefix(a: tuple[int, ...], b: list[int]) -> int:
     return i
 
 
+# generation_config settings whose logits processors read input_ids, which hold pads where the cache is.
+_READS_INPUT_IDS = ("no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias")
+
+
+def unsupported(model: Any) -> str | None:
+    """Why KV reuse would change this model's samples, or None when it would not."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:  # not a transformers model (a test's bare module): nothing to check
+        return None
+    cfg = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    types = set(getattr(cfg, "layer_types", None) or [])
+    if types - {"full_attention"}:
+        return f"layer types {sorted(types)} (sliding-window or linear attention)"
+    if not types and getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return f"sliding_window={cfg.sliding_window}"
+    if getattr(cfg, "alibi", False) or getattr(cfg, "model_type", "") in ("bloom", "mpt"):
+        return "ALiBi position bias"
+    gen = getattr(model, "generation_config", None)
+    if getattr(gen, "cache_implementation", None) not in (None, "dynamic"):
+        return f"cache_implementation={gen.cache_implementation!r}"
+    reads = [k for k in _READS_INPUT_IDS if getattr(gen, k, None)]
+    return f"generation_config sets {', '.join(reads)}" if reads else None
+
+
 class PrefixCache:
-    """Per-row KV of token prefixes, least recently used dropped first beyond `max_tokens` in all."""
+    """Per-row KV of token prefixes that can still be continued (module docstring), at most `max_tokens`."""
 
     def __init__(self, model: Any, max_tokens: int):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        why = unsupported(model)
+        if why:
+            raise ValueError(f"KV reuse would change this model's samples ({why}); turn optim.reuse_kv_cache off")
         self.model, self.max_tokens = model, max_tokens
         self.entries: OrderedDict[tuple[int, ...], KV] = OrderedDict()
-        self.tokens = 0
+        self.stamp: dict[tuple[int, ...], int] = {}  # the generate call that last stored or used the entry
+        self.calls = self.tokens = 0
         self._version = self._weights_version()
         self.reused = self.fed = 0  # prompt tokens taken from the cache / fed to the model (for the bench)
 
     def _weights_version(self) -> int:
-        # optimizer.step and load_state_dict write the parameters in place, which bumps these counters.
-        return sum(p._version for p in self.model.parameters())
+        # optimizer.step and load_state_dict write the parameters in place, which bumps _version; the
+        # pointer and dtype catch a parameter replaced or cast.
+        return hash(tuple((id(p), p.data_ptr(), p.dtype, p._version) for p in self.model.parameters()))
 
     def check_weights(self) -> None:
         v = self._weights_version()
@@ -63,12 +98,26 @@ class PrefixCache:
 
     def clear(self) -> None:
         self.entries.clear()
+        self.stamp.clear()
         self.tokens = 0
+
+    def begin_call(self) -> None:
+        self.check_weights()
+        self.calls += 1
+
+    def end_call(self, used: list[tuple[int, ...]], stored: list[tuple[int, ...]]) -> None:
+        """Drop what this call's longer entries extend, and what the last two calls did not touch."""
+        fresh = set(stored)
+        extended = [k for k in set(used) - fresh if any(len(s) > len(k) and s[: len(k)] == k for s in fresh)]
+        stale = [k for k, c in self.stamp.items() if c < self.calls - 1]
+        self.drop(extended + stale)
 
     def lookup(self, ids: list[int]) -> tuple[int, KV | None]:
         """(L, kv): the longest stored prefix of `ids`, at most len(ids) - 1 long (generate needs one new
         token to feed), and its KV (to be sliced to L); (0, None) when none agrees on the first token."""
         best, best_kv = 0, None
+        if not ids:
+            return 0, None
         for key, kv in self.entries.items():
             if key[0] != ids[0] or len(key) <= best:
                 continue
@@ -79,48 +128,54 @@ class PrefixCache:
         return (best, best_kv) if best > 0 else (0, None)
 
     def put(self, ids: tuple[int, ...], kv: KV) -> None:
-        if not ids or ids in self.entries:
+        if not ids:
             return
-        self.entries[ids] = kv
-        self.tokens += len(ids)
+        if ids not in self.entries:
+            self.entries[ids] = kv
+            self.tokens += len(ids)
+        self.touch(ids)
         while self.tokens > self.max_tokens and len(self.entries) > 1:
-            old, _ = self.entries.popitem(last=False)
-            self.tokens -= len(old)
+            old = next(iter(self.entries))
+            self.drop([old])
 
     def drop(self, keys: list[tuple[int, ...]]) -> None:
         for key in keys:
             if self.entries.pop(key, None) is not None:
                 self.tokens -= len(key)
+                self.stamp.pop(key, None)
 
     def touch(self, ids: tuple[int, ...]) -> None:
         if ids in self.entries:
             self.entries.move_to_end(ids)
+            self.stamp[ids] = self.calls
 
     # --- building and reading batch caches ------------------------------------------------------------
 
-    def prefill_shared(self, prompts: list[list[int]], pad_id: int, device: str) -> None:
-        """Prefill each distinct prompt that has no stored prefix and appears more than once (a GRPO
-        group), once, and store its KV, so its rows reuse it instead of each prefilling it."""
+    def prefill_shared(self, prompts: list[list[int]], pad_id: int, device: str, batch_size: int) -> None:
+        """Prefill each distinct prompt that appears more than once (a GRPO group) and has no stored
+        prefix but its last token, once, `batch_size` at a time, and store its KV, so its rows reuse it
+        instead of each prefilling it."""
         import torch
 
         counts: dict[tuple[int, ...], int] = {}
         for p in prompts:
             counts[tuple(p)] = counts.get(tuple(p), 0) + 1
-        todo = [list(p[:-1]) for p, c in counts.items() if c > 1 and len(p) > 1 and self.lookup(list(p))[0] == 0]
-        if not todo:
-            return
-        width = max(len(p) for p in todo)
-        ids = torch.full((len(todo), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(todo), width), dtype=torch.long)
-        for r, p in enumerate(todo):
-            ids[r, width - len(p):] = torch.tensor(p)
-            mask[r, width - len(p):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                             use_cache=True)
-        self.fed += int(mask.sum())
-        self.store(out.cache, mask, todo)
+        todo = [list(p[:-1]) for p, c in counts.items()
+                if c > 1 and len(p) > 1 and self.lookup(list(p))[0] < len(p) - 1]
+        for b in range(0, len(todo), batch_size):
+            chunk = todo[b: b + batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, p in enumerate(chunk):
+                ids[r, width - len(p):] = torch.tensor(p)
+                mask[r, width - len(p):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():  # logits_to_keep=1: only the cache is wanted, not [rows, width, vocab]
+                out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 position_ids=pos.to(device), use_cache=True, logits_to_keep=1)
+            self.fed += int(mask.sum())
+            self.store(out.cache, mask, chunk)
 
     def batch_cache(self, prompts: list[list[int]], pad_id: int) -> tuple[Any, Any, Any, list[tuple[int, ...]]] | None:
         """(cache, input_ids, attention_mask, used keys) for `generate`, in the layout of the module
@@ -154,7 +209,7 @@ class PrefixCache:
             mask[r, w_c + w_s - len(new):] = 1
         used = [key for key, kv in self.entries.items() if any(kv is f for _, f in found)]
         for key in used:
-            self.touch(key)
+            self.stamp[key] = self.calls
         self.reused += sum(n for n, _ in found)
         self.fed += sum(len(p) - n for p, (n, _) in zip(prompts, found))
         return DynamicCache(layers), ids, mask, used
@@ -169,7 +224,8 @@ class PrefixCache:
             valid = torch.nonzero(mask[r], as_tuple=True)[0]
             extra = torch.arange(width, width + max(len(toks) - len(valid), 0))
             idx = torch.cat([valid, extra])[: len(toks)]
-            kv = [(layer.keys[r][:, idx].clone(), layer.values[r][:, idx].clone()) for layer in cache.layers]
+            # (advanced indexing copies: the entry does not pin the batch's cache)
+            kv = [(layer.keys[r][:, idx], layer.values[r][:, idx]) for layer in cache.layers]
             keys.append(tuple(toks[: len(idx)]))
             self.put(keys[-1], kv)
         return keys
