@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from zerosearch.prefix_cache import PrefixCache, UnsupportedModel, left_pad
+
 StopReason = Literal["stop", "eos", "length"]
 STOP_STRINGS = ("</search>", "</answer>")
 
@@ -92,14 +94,10 @@ class HFBackend:
         self.gen_seconds = 0.0
         self.prefix = None
         if kv_cache_tokens:
-            from zerosearch.prefix_cache import PrefixCache, unsupported
-
-            why = unsupported(model)
-            if why:  # a speed option must never change the samples: off, and said once
-                print(f"warning: KV reuse is off for this model ({why}): each turn is prefilled afresh",
-                      file=sys.stderr)
-            else:
+            try:
                 self.prefix = PrefixCache(model, kv_cache_tokens)
+            except UnsupportedModel as e:  # a speed option must never change the samples: off, and said once
+                print(f"warning: {e}; it is off, each turn is prefilled afresh", file=sys.stderr)
 
     def _stopper(self, stops: tuple[str, ...]) -> Any:
         from transformers import StoppingCriteriaList, StopStringCriteria
@@ -138,7 +136,7 @@ class HFBackend:
             prompts = [list(prompts_token_ids[i]) for i in idx]
             built = self.prefix.batch_cache(prompts, self.pad_id) if self.prefix is not None else None
             if built is None:
-                ids, mask = _left_pad(prompts, self.pad_id)
+                ids, mask = left_pad(prompts, self.pad_id)
                 cache_kw = {}
             else:
                 cache, ids, mask, hit = built
@@ -172,18 +170,6 @@ class HFBackend:
         ids = row[:n]
         return GenOutput(ids, self.tokenizer.decode(ids, skip_special_tokens=False), reason,
                          None if logprobs is None else logprobs[:n])
-
-
-def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[Any, Any]:
-    import torch
-
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[r, width - len(p):] = 1
-    return ids, mask
 
 
 def _sampled_logprobs(logits: Any, new: Any, temperature: float) -> list[list[float]]:

@@ -45,6 +45,23 @@ def common_prefix(a: tuple[int, ...], b: list[int]) -> int:
     return i
 
 
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) with every row right-aligned: generation continues from the right end."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[r, width - len(p):] = 1
+    return ids, mask
+
+
+class UnsupportedModel(ValueError):
+    """KV reuse would change this model's samples (`unsupported` says why)."""
+
+
 # generation_config settings whose logits processors read input_ids, which hold pads where the cache is.
 _READS_INPUT_IDS = ("no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias")
 
@@ -77,7 +94,7 @@ class PrefixCache:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         why = unsupported(model)
         if why:
-            raise ValueError(f"KV reuse would change this model's samples ({why}); turn optim.reuse_kv_cache off")
+            raise UnsupportedModel(f"KV reuse would change this model's samples ({why}); turn optim.reuse_kv_cache off")
         self.model, self.max_tokens = model, max_tokens
         self.entries: OrderedDict[tuple[int, ...], KV] = OrderedDict()
         self.stamp: dict[tuple[int, ...], int] = {}  # the generate call that last stored or used the entry
@@ -164,12 +181,7 @@ class PrefixCache:
                 if c > 1 and len(p) > 1 and self.lookup(list(p))[0] < len(p) - 1]
         for b in range(0, len(todo), batch_size):
             chunk = todo[b: b + batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, p in enumerate(chunk):
-                ids[r, width - len(p):] = torch.tensor(p)
-                mask[r, width - len(p):] = 1
+            ids, mask = left_pad(chunk, pad_id)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():  # logits_to_keep=1: only the cache is wanted, not [rows, width, vocab]
                 out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
