@@ -18,15 +18,16 @@ rerun continues unfinished arms and skips finished ones.
 Power: EM is compared *per question* (zerosearch.stats): each arm against the cold start and every pair of
 arms, with McNemar's exact p-value and the paired change with its 95% CI (and a bootstrap CI over
 questions); the minimum detectable effect at 80% power for the measured discordance says what size of
-effect a null result rules out. The cold start is deliberately short (5 SFT steps on 64 demonstrations)
-so it leaves RL room; its EM is in the table. Besides EM, per hop count (the world's 1- and 2-hop
-questions): searches per question, answer rate (a tagged answer) and format (no invalid action).
+effect a null result rules out. The cold start is the demo's (10 SFT steps on 128 demonstrations): a
+shorter one left RL no reward to learn from; its EM is in the table. Besides EM, per hop count (the
+world's 1- and 2-hop questions): searches per question, answer rate (a tagged answer) and format (no
+invalid action).
 
-    python bench/replication.py [--seed 0] [--steps 24] [--eval-size 256] [--arms a,b,...] [--estimate]
+    python bench/replication.py [--seed 0] [--steps 12] [--eval-size 256] [--arms a,b,...] [--estimate]
 
 The seed sets the cold start's demonstrations, GRPO's sampling and the held-out questions, so each seed is
-a separate replicate: its runs go to runs/replication-seed<N>/ and its results to
-docs/results/replication-seed<N>.md, .png and .json. Prints one JSON line.
+a separate replicate: its runs go to runs/<name>-seed<N>/ and its results to
+docs/results/<name>-seed<N>.md, .png and .json (--name, default replication-powered). Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--model", default="smollm2-135m-instruct", help="policy and simulator (tiny-random: a smoke run)")
-    # The demo's sizes with 4x its GRPO steps, a shorter cold start (room for RL) and 256 test questions:
-    # with ~20% of questions discordant, 256 paired questions detect a change of ~8 EM points (80% power).
-    sizes = DemoConfig(steps=24, eval_size=256, warmup_examples=64, warmup_steps=5)
+    # The demo's cold start and GRPO steps on 256 test questions. A shorter cold start (5 SFT steps on 64
+    # demonstrations) left nearly every GRPO group at reward 0: no advantage, nothing for RL to learn from.
+    # The power of 256 paired questions depends on how many flip (docs/results/replication-powered-*.md).
+    sizes = DemoConfig(eval_size=256)
     for name in SIZE_FIELDS:
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(sizes, name), help="default: %(default)s")
-    ap.add_argument("--out", default=None, help="default runs/replication-seed<N>")
+    ap.add_argument("--out", default=None, help="default runs/<name>-seed<N>")
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 holds up best on a busy machine)")
     ap.add_argument("--baseline-path", action="store_true",
@@ -117,6 +119,7 @@ def main() -> None:
     from zerosearch.eval import EvalConfig, run_eval
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
+    from zerosearch.prefix_cache import budget_tokens
     from zerosearch.trainer import train
     from zerosearch.world import cached_world
 
@@ -169,7 +172,8 @@ def main() -> None:
         print(f"== eval {name}", flush=True)
         model, tok = load(path)
         folder = out / "eval" / name.replace(" ", "-")
-        kv = 2 * ecfg.chunk * ecfg.max_total_tokens if speed else 0  # the trainer's KV reuse, for the eval's turns too
+        # The trainer's KV reuse, for the eval's turns too.
+        kv = budget_tokens(ecfg.chunk, ecfg.max_total_tokens) if speed else 0
         backend = HFBackend(model.eval(), tok, batch_size=8, kv_cache_tokens=kv)
         r = _eval_waiting(lambda: run_eval(test, backend, tok, bm25, ecfg, folder, meta={"model": path}))
         results[name] = r["summary"]["search-agent"]["avg"]

@@ -126,6 +126,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     from zerosearch.eval import EvalConfig, run_eval
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
+    from zerosearch.prefix_cache import budget_tokens
     from zerosearch.trainer import train
     from zerosearch.world import cached_world
 
@@ -149,7 +150,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
         bar = _eval_bar(progress)
         c = ecfg if methods is None else dataclasses.replace(ecfg, methods=methods)
         # The search agent's turns reuse their keys/values as in training (optim.reuse_kv_cache).
-        backend = HFBackend(model.eval(), tok, batch_size=8, kv_cache_tokens=2 * c.chunk * c.max_total_tokens)
+        backend = HFBackend(model.eval(), tok, batch_size=8, kv_cache_tokens=budget_tokens(c.chunk, c.max_total_tokens))
         result = run_eval(test, backend, tok, bm25, c, run / folder, meta={"model": model_path}, progress=bar)
         return result["summary"]
 

@@ -37,6 +37,12 @@ from typing import Any
 KV = list[tuple[Any, Any]]  # per layer (keys, values), each [kv_heads, length, head_dim] for one row
 
 
+def budget_tokens(rows: int, max_total_tokens: int) -> int:
+    """A cache budget with room for `rows` trajectories at full length, twice: one turn's entries are still
+    held while the next turn stores its longer ones."""
+    return 2 * rows * max_total_tokens
+
+
 def common_prefix(a: tuple[int, ...], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0

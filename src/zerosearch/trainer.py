@@ -60,6 +60,7 @@ from zerosearch.monitors import (
     search_failures,
 )
 from zerosearch.packing import length_sorted, logprobs_by_length, row_lengths, trim_columns
+from zerosearch.prefix_cache import budget_tokens
 from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
 
 
@@ -167,8 +168,7 @@ class Trainer:
                                          max_obs_tokens=r.max_obs_tokens, max_prompt_tokens=r.max_prompt_tokens,
                                          max_total_tokens=r.max_total_tokens, k=self.engine_k(), n=r.n,
                                          temperature=r.temperature, top_p=r.top_p, format_weight=r.format_weight)
-        # Room for every trajectory of a step at full length, twice (a turn's entries and the next's).
-        kv_tokens = 2 * cfg.train.batch_size * r.n * r.max_total_tokens if o.reuse_kv_cache else 0
+        kv_tokens = budget_tokens(cfg.train.batch_size * r.n, r.max_total_tokens) if o.reuse_kv_cache else 0
         self.backend = HFBackend(self.policy, self.tok, batch_size=r.batch_size, logprobs=o.reuse_sampler_logprobs,
                                  kv_cache_tokens=kv_tokens)
         for e in (self.engine, self.eval_engine):  # a `self` engine writes its documents with this policy
