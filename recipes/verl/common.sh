@@ -1,6 +1,7 @@
 # Shared by the three recipes: Qwen2.5-3B, the paper's sizes (64 questions x 5 samples per step, 203 steps),
 # zerosearch_agent on veRL's vLLM or SGLang rollout, zerosearch's F1 reward. UNTESTED ON A GPU HERE: only
-# `--cfg job` (hydra composes and prints the config, no training) runs in tests/integrations/test_verl.py.
+# the composition runs in tests/integrations/test_verl.py (the overrides these scripts pass, composed by
+# hydra against veRL's own ppo_trainer config; no training).
 #
 # Environment: MODEL (policy; Qwen/Qwen2.5-3B base or -Instruct), DATA (folder with train.parquet and
 # test.parquet from prepare_data.sh), ROLLOUT (vllm | sglang), NGPUS, NNODES, SIM_ENDPOINT and SIM_MODEL
