@@ -86,6 +86,22 @@ def test_file_sources_and_several_at_once(tmp_path: Path) -> None:
         load_records("world:nope")
 
 
+def test_json_and_parquet_sources_give_the_same_rows(tmp_path: Path) -> None:
+    """The builder's other formats: a JSON list and the ZeroSearch parquet (several answers in one string)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = [{"id": f"r{i}", "question": f"Q{i}?", "golden_answers": [f"A{i}", f"B{i}"]} for i in range(3)]
+    (tmp_path / "qa.json").write_text(json.dumps(items))
+    pq.write_table(pa.table({"id": [it["id"] for it in items], "question": [it["question"] for it in items],
+                             "golden_answers": [it["golden_answers"] for it in items]}), tmp_path / "qa.parquet")
+    from_json = qa_rows(load_records(str(tmp_path / "qa.json"))[0])
+    from_parquet = qa_rows(load_records(str(tmp_path / "qa.parquet"))[0])
+    strip = [{k: r[k] for k in ("id", "question", "golden_answers")} for r in from_parquet]
+    assert [{k: r[k] for k in ("id", "question", "golden_answers")} for r in from_json] == strip == items
+    assert all(set(r) == set(QA_COLUMNS) for r in from_json + from_parquet)
+
+
 def test_policy_text_is_what_the_rollout_scored_and_ignores_answers_in_documents(tok: Any) -> None:
     script = {"Who wrote X?": ["<search> X author </search>", "I cannot tell.", "Still no idea."],
               "Capital?": ["<search> capital </search>", "<answer> Paris </answer>"]}
