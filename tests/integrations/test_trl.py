@@ -400,3 +400,51 @@ def test_grpo_config_errors_name_the_field(tmp_path: Path, override: str, messag
         grpo_config(cfg, tmp_path, 1)
     if override == "trl.loss_type=grpo":  # a TRL-only loss is a TRL-only knob, allowed
         assert grpo_config(tiny_config(["trl.loss_type=dr_grpo"]), tmp_path, 1).loss_type == "dr_grpo"
+
+
+# --- the command: config, metrics, rollouts.json, final/, refusal, resume --------------------------------
+
+def _train_trl(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    from trl_doubles import CONFIG, OVERRIDES
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # weight decay on: a random policy earns no reward here, so only the decay moves the weights between runs
+    small = [o for o in OVERRIDES if not o.startswith(("train.steps=", "optim.lr=", "optim.weight_decay="))]
+    cmd = [sys.executable, "-m", "zerosearch", "train-trl", "--config", str(CONFIG), *small, "train.save_every=1",
+           *extra, "--out", str(out)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.timeout(1800)
+def test_train_trl_command_exports_final_refuses_a_second_run_and_resumes(tmp_path: Path) -> None:
+    """`zerosearch train-trl` as a user runs it: a final/ that zerosearch loads, one metrics row and one
+    rollouts.json entry per rollout; the same --out again is refused; --resume continues from TRL's
+    checkpoint to the new train.steps instead of starting over."""
+    from zerosearch.models import load
+
+    out = tmp_path / "run"
+    first = _train_trl(out, "train.steps=2")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "last step:" in first.stdout and (out / "config.yaml").is_file()
+    assert len(json.loads((out / "rollouts.json").read_text())) == 2
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]  # one optimizer step per rollout here
+    model, tok = load(str(out / "final"))
+    assert sum(p.numel() for p in model.parameters()) > 0 and tok.eos_token_id is not None
+    assert not (out / ".final.tmp").exists()
+    final_weights = (out / "final" / "model.safetensors").read_bytes()
+
+    again = _train_trl(out, "train.steps=2")
+    assert again.returncode != 0 and "already holds a run" in (again.stdout + again.stderr)
+    assert (out / "final" / "model.safetensors").read_bytes() == final_weights  # the refusal touched nothing
+
+    resumed = _train_trl(out, "train.steps=3", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    last = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["global_step"] == state["max_steps"] == 3
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]  # continued: rollout 3 follows 1 and 2
+    final = (out / "final" / "model.safetensors").read_bytes()
+    assert final != final_weights and final == (last / "model.safetensors").read_bytes()  # the resumed policy
