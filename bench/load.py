@@ -117,8 +117,11 @@ def phase(corpus: Path, index_dir: str, queries: list[str], k: int, concurrency:
     finally:
         server.close()
     # The warm-up's 20 requests are in the server's windows too; with >= 200 measured ones they barely move p50/p99.
+    # Counters are the phase's own (the warm-up's overloaded or failed requests subtracted).
     return {**out, "server_flags": list(flags), "server_requests": m["requests"] - before["requests"],
-            "server_errors": m["errors"], "server_overloaded": m.get("overloaded"), "server_rejected": m["rejected"],
+            "server_errors": m["errors"] - before["errors"],
+            "server_overloaded": m.get("overloaded", 0) - before.get("overloaded", 0),
+            "server_rejected": m["rejected"] - before["rejected"],
             # .get: a server from before queue wait was reported (run with PYTHONPATH at an older checkout)
             "server_latency_ms": m["latency_ms"], "queue_wait_ms": m.get("queue_wait_ms"),
             "compute_ms": m.get("compute_ms")}
