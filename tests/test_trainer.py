@@ -278,6 +278,21 @@ def test_dev_engine_is_never_gold_seeing(tmp_path):
     trainer.close()
 
 
+def test_dev_engine_config_for_each_source():
+    """dev_engine_config's four cases: an explicit eval_engine; a real training engine reused; a simulator with
+    world dev data -> BM25 over the world; a simulator with other dev data -> the same simulator, answer-blind."""
+    from zerosearch.dev_eval import dev_engine_config
+
+    sim = {"name": "simulated", "model": "tiny-random", "k": 4, "temperature": 0.3}
+    assert dev_engine_config(sim, {"name": "bm25", "corpus": "c.jsonl"}, "world", True).corpus == "c.jsonl"
+    assert dev_engine_config({"name": "bm25", "corpus": "c.jsonl"}, None, "dev.jsonl", False) is None
+    world = dev_engine_config(sim, None, "world", True)
+    assert (world.name, world.corpus, world.k) == ("bm25", "world", 4)
+    blind = dev_engine_config(sim, None, "dev.jsonl", True)
+    assert (blind.name, blind.answer_blind, blind.model, blind.k, blind.temperature) == \
+           ("simulated", True, "tiny-random", 4, 0.3)
+
+
 def test_sampler_logprobs_equal_the_trainers_old_logprobs_on_the_same_ids(tmp_path):
     from zerosearch.rollout import Trajectory, encode_prompt
 
