@@ -121,12 +121,18 @@ def test_rollout_stats_reach_the_logs(run: dict[str, Any]) -> None:
     assert [x["step"] for x in lines if "loss" in x] == [1, 2]
 
 
+def _subprocess_env() -> dict[str, str]:
+    """A child process's environment: one torch thread, this checkout's zerosearch first on the path."""
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
 @pytest.mark.timeout(1200)
 def test_two_processes_ddp_over_gloo(tmp_path: Path) -> None:
     """The same run under `accelerate launch --num_processes 2`: the simulated engine in every process,
     groups split across ranks, DDP keeps the replicas identical. On a machine without GPUs accelerate's
     `--multi_gpu` launcher (torchrun) gives MULTI_CPU over gloo; its `--cpu` flag would start ONE process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = _subprocess_env()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(Path(__file__).with_name("trl_ddp_run.py")),
            str(tmp_path)]
@@ -407,8 +413,7 @@ def test_grpo_config_errors_name_the_field(tmp_path: Path, override: str, messag
 def _train_trl(out: Path, *extra: str) -> subprocess.CompletedProcess:
     from trl_doubles import CONFIG, OVERRIDES
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = _subprocess_env()
     # weight decay on: a random policy earns no reward here, so only the decay moves the weights between runs
     small = [o for o in OVERRIDES if not o.startswith(("train.steps=", "optim.lr=", "optim.weight_decay="))]
     cmd = [sys.executable, "-m", "zerosearch", "train-trl", "--config", str(CONFIG), *small, "train.save_every=1",
