@@ -6,25 +6,31 @@ cached) and SmolLM2-135M simulator, 4 questions x 4 samples = 16 trajectories, 4
 2 turns, the simulator writing 3 documents in <= 120 tokens.
 
     baseline   main's behaviour: a separate old-log-prob forward, micro-batches in random order (padded
-               to their longest row), the process's default torch thread count
-    optimised  optim.reuse_sampler_logprobs (the sampler's log-probs are the old ones: no extra forward),
-               optim.sort_by_length (micro-batches of similar length, trimmed), optim.reuse_kv_cache (each
-               turn feeds only its new tokens; a GRPO group's prompt is prefilled once: zerosearch.prefix_cache),
-               --threads (1: intra-op threads on an oversubscribed 2-core box make every op wait for the
-               slowest core)
+               to their longest row), fp32, the process's default torch thread count
+    optimised  the exact speed options: optim.reuse_sampler_logprobs (the sampler's log-probs are the old
+               ones: no extra forward), optim.sort_by_length (micro-batches of similar length, trimmed),
+               optim.reuse_kv_cache (each turn feeds only its new tokens; a GRPO group's prompt is prefilled
+               once: zerosearch.prefix_cache), optim.share_prompts (the log-prob and update forwards and the
+               backward run a group's prompt once: zerosearch.packing), --threads (1: intra-op threads on an
+               oversubscribed 2-core box make every op wait for the slowest core)
+    bf16       optimised + optim.precision=bf16 (every forward under bf16 autocast; fp32 weights, gradients
+               and optimizer) + the simulator's weights in bf16 (engine.dtype): only where this CPU has
+               native bf16 (zerosearch.precision). It changes the numbers, so it is checked differently.
 
-Each repetition builds both trainers from the same weights and runs the same step (same questions, same
-seeds), baseline then optimised (alternating which goes first), so machine load hits both alike; the
-ratio is of the medians. Both paths must sample the same tokens (their generation is the same code; with
-different thread counts float reductions differ and so may the samples: then the check says so) and,
-on the same rollout, reach the same losses (to float noise).
+Each repetition builds every path's trainer from the same weights and runs the same step (same
+questions, same seeds), rotating which goes first, so machine load hits all alike; ratios are of the
+medians. baseline and optimised must sample the same tokens (their generation is the same code; with
+different thread counts float reductions differ and so may the samples: then the check says so) and, on
+the same rollout, reach the same losses (to float noise). bf16 is measured against fp32 on its own
+tokens: its old log-probs (bf16 sampler) against an fp32 forward of the same weights, and the share of
+trajectories it samples exactly as the fp32 optimised path does.
 
 Split: policy generation, simulator generation, old/ref log-probs, update. Tokens and FLOPs are counted
 with forward hooks (exact token counts; FLOPs ~ 2 x non-embedding params per processed token, + the LM
 head where logits are computed, x3 for a backward), against this CPU's fp32 peak estimated from lscpu;
 decode steps/s against the memory-bandwidth bound (weights read once per step, bandwidth measured here).
 
-    python bench/step.py [--reps 2] [--questions 4] [--group 4] [--threads 1] [--policy DIR]
+    python bench/step.py [--reps 2] [--paths baseline,optimised,bf16] [--questions 4] [--group 4] [--threads 1]
 
 Prints progress to stderr and one JSON line to stdout.
 """
@@ -49,6 +55,14 @@ from typing import Any
 import torch
 
 PARTS = ("policy_generation", "simulator_generation", "logprobs", "update")
+
+# Each path: what it changes in the demo's GRPO config (main's behaviour is every switch off, fp32).
+EXACT = {"sort_by_length": True, "reuse_sampler_logprobs": True, "reuse_kv_cache": True, "share_prompts": True}
+PATHS: dict[str, dict[str, dict[str, Any]]] = {
+    "baseline": {"optim": {k: False for k in EXACT}},
+    "optimised": {"optim": EXACT},
+    "bf16": {"optim": {**EXACT, "precision": "bf16"}, "engine": {"dtype": "bfloat16"}},
+}
 
 
 def log(*a: Any) -> None:
@@ -143,12 +157,13 @@ def flops(tok: dict[str, int], n_body: int, head: int, backward: bool = False) -
 # --- one step --------------------------------------------------------------------------------------------
 
 
-def build(base: dict[str, Any], optimised: bool, run_dir: Path) -> Any:
+def build(base: dict[str, Any], path: str, run_dir: Path) -> Any:
     from zerosearch.config import TrainConfig
     from zerosearch.trainer import Trainer
 
     cfg = copy.deepcopy(base)
-    cfg["optim"].update(sort_by_length=optimised, reuse_sampler_logprobs=optimised, reuse_kv_cache=optimised)
+    for section, changes in PATHS[path].items():
+        cfg[section].update(changes)
     return Trainer(TrainConfig.model_validate(cfg), run_dir, progress=False)
 
 
@@ -173,6 +188,9 @@ def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
         t1 = time.perf_counter()
         rb = trainer._rollout_batch(ro, batch)
         t_lp, s2 = time.perf_counter() - t1, snap()
+        # untimed, and its tokens counted in neither part: the fp32 reference for a bf16 path's log-probs
+        fp32 = _fp32_logprobs(trainer, batch) if trainer.cfg.optim.precision != "fp32" else None
+        s2u = snap()
         adv, returns = trainer.algo.compute_advantages(rb)
         rb = dataclasses.replace(rb, advantages=adv, returns=returns)
         t2 = time.perf_counter()
@@ -186,7 +204,7 @@ def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
     lp = diff(s1["policy"], s2["policy"])
     if "ref" in counters:
         lp = {k: lp[k] + diff(s1["ref"], s2["ref"])[k] for k in lp}
-    up = diff(s2["policy"], s3["policy"])
+    up = diff(s2u["policy"], s3["policy"])
     seconds = {"policy_generation": ro.stats.gen_seconds, "simulator_generation": ro.stats.engine_seconds,
                "logprobs": t_lp, "update": t_upd}
     seconds["other_rollout"] = t_roll - ro.stats.gen_seconds - ro.stats.engine_seconds
@@ -196,10 +214,18 @@ def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
     return {"seconds": seconds, "flops": work, "tokens": {"policy_generation": gen, "simulator_generation": simt,
                                                           "logprobs": lp, "update": up},
             "load": load_avg(), "response_ids": [t.response_ids for t in ro],
-            "old_logp": rb.old_logp, "mask": rb.mask, "update_stats": upd,
+            "old_logp": rb.old_logp, "mask": rb.mask, "update_stats": upd, "fp32_logp": fp32,
             "searches": ro.stats.mean_searches, "kv_cache": _kv_stats(trainer.backend),
             "n_params": sum(p.numel() for p in trainer.policy.parameters()),
             "generated_tokens": ro.stats.generated_tokens}
+
+
+def _fp32_logprobs(trainer: Any, batch: dict[str, Any]) -> Any:
+    """The old log-probs recomputed in plain fp32 by the same (not yet updated) weights."""
+    from zerosearch.rollout import compute_logprobs
+
+    trainer.policy.eval()
+    return compute_logprobs(trainer.policy, batch, trainer._temperature(), trainer.cfg.optim.micro_batch_size)
 
 
 def _kv_stats(backend: Any) -> dict[str, int] | None:
@@ -254,6 +280,8 @@ def policy_start(args: argparse.Namespace, world: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=2, help="interleaved repetitions of each path")
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help="which paths, baseline first (bf16 is dropped where this CPU has no native bf16)")
     ap.add_argument("--questions", type=int, default=4)
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="the optimised path's torch threads")
@@ -275,15 +303,23 @@ def main() -> None:
     cpu, bw = cpu_peak(), bandwidth_gbs()
     log(f"cpu {cpu}; bandwidth {bw:.1f} GB/s; policy {start}")
 
-    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "optimised": []}
+    paths = [p for p in args.paths.split(",") if p]
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown or not paths or paths[0] != "baseline":
+        raise SystemExit(f"--paths: choose from {', '.join(PATHS)}, baseline first (got {args.paths!r})")
+    if "bf16" in paths and not cpu["bf16_native"]:
+        log("no native bf16 on this CPU: the bf16 path is left out (it would be emulated, slower than fp32)")
+        paths.remove("bf16")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     checks: list[dict[str, Any]] = []
+    bf16_checks: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         for rep in range(args.reps):
-            order = ["baseline", "optimised"] if rep % 2 == 0 else ["optimised", "baseline"]
+            order = paths[rep % len(paths):] + paths[: rep % len(paths)]  # rotate who goes first
             got = {}
             for name in order:
-                trainer = build(base, name == "optimised", Path(tmp) / f"{name}-{rep}")
-                threads = args.threads if name == "optimised" else args.baseline_threads
+                trainer = build(base, name, Path(tmp) / f"{name}-{rep}")
+                threads = args.baseline_threads if name == "baseline" else args.threads
                 log(f"rep {rep} {name} (threads {threads}, load {load_avg():.1f}) ...")
                 r = one_step(trainer, 1, threads)
                 trainer.close()
@@ -291,23 +327,29 @@ def main() -> None:
                 log(f"  {name}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["seconds"].items()) + f" (load {r['load']:.1f})")
                 got[name] = r
                 runs[name].append(r)
-            checks.append(same_results(got["baseline"], got["optimised"]))
+            if "optimised" in got:
+                checks.append(same_results(got["baseline"], got["optimised"]))
+            if "bf16" in got:
+                bf16_checks.append(bf16_agreement(got["bf16"], got.get("optimised", got["baseline"])))
 
     med = {name: {p: statistics.median(r["seconds"][p] for r in rs) for p in (*PARTS, "other_rollout", "step")}
            for name, rs in runs.items()}
+    fast = [n for n in paths if n != "baseline"]
     out: dict[str, Any] = {
         "bench": "step", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} {cpu['vendor']} family {cpu['family']}, {cpu['cores']} cores, torch {torch.__version__}",
         "shape": {"trajectories": args.questions * args.group, "max_tokens_per_turn": dcfg.max_tokens, "max_turns": 2,
                   "simulator_max_new_tokens": base["engine"]["max_new_tokens"]},
-        "threads": {"baseline": args.baseline_threads, "optimised": args.threads}, "reps": args.reps,
+        "threads": {n: args.baseline_threads if n == "baseline" else args.threads for n in paths}, "reps": args.reps,
         "load_1min": [round(r["load"], 1) for rs in runs.values() for r in rs],
         "seconds": {n: {p: round(v, 1) for p, v in m.items()} for n, m in med.items()},
-        "speedup_step": round(med["baseline"]["step"] / med["optimised"]["step"], 2),
-        "speedup": {p: round(med["baseline"][p] / med["optimised"][p], 2) if med["optimised"][p] > 0 else None
-                    for p in PARTS},
         "cpu_peak_gflops_fp32": cpu["peak_gflops_fp32"], "bandwidth_gbs": round(bw, 1),
+        "bf16_native": cpu["bf16_native"],
     }
+    for n in fast:  # "speedup_step" is the exact path's (the headline of runs 1-4), "speedup_step/bf16" bf16's
+        key = "" if n == "optimised" else f"/{n}"
+        out[f"speedup_step{key}"] = round(med["baseline"]["step"] / med[n]["step"], 2)
+        out[f"speedup{key}"] = {p: round(med["baseline"][p] / med[n][p], 2) if med[n][p] > 0 else None for p in PARTS}
     for name, rs in runs.items():
         r = rs[0]
         achieved = {p: round(r["flops"][p] / r["seconds"][p] / 1e9, 1) if r["seconds"][p] > 0 else None for p in PARTS}
@@ -321,6 +363,8 @@ def main() -> None:
     # fp32 weights, each read once per decode step (a batch shares the read)
     out["decode_steps_per_s_bound"] = round(bw * 1e9 / (4 * runs["baseline"][0]["n_params"]), 1)
     out["same_results"] = checks
+    if bf16_checks:
+        out["bf16_vs_fp32"] = bf16_checks
     if args.probe:
         ts = sorted({1, args.baseline_threads, os.cpu_count() or 1})
         out["probe_decode_steps_per_s"] = probe_threads_and_dtype(args.model, ts)
@@ -338,6 +382,18 @@ def same_results(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out["loss_abs_diff"] = {k: abs(a["update_stats"][k] - b["update_stats"][k])
                                 for k in a["update_stats"] if k in b["update_stats"] and k != "lr"}
     return out
+
+
+def bf16_agreement(b: dict[str, Any], fp32_path: dict[str, Any]) -> dict[str, Any]:
+    """How far bf16 moves the numbers: its old log-probs (sampled under bf16 autocast) against plain fp32
+    log-probs of the same tokens and weights, on the trained (masked) tokens; and the share of
+    trajectories it samples token for token as the fp32 path did from the same seeds."""
+    m = b["mask"].bool()
+    d = (b["old_logp"][m] - b["fp32_logp"][m]).abs()
+    same = [x == y for x, y in zip(b["response_ids"], fp32_path["response_ids"])]
+    return {"old_logp_max_abs_diff_vs_fp32": round(float(d.max()), 4) if m.any() else 0.0,
+            "old_logp_mean_abs_diff_vs_fp32": round(float(d.mean()), 5) if m.any() else 0.0,
+            "same_trajectories": f"{sum(same)}/{len(same)}"}
 
 
 if __name__ == "__main__":

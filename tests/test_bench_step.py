@@ -1,6 +1,6 @@
-"""bench/step.py as a smoke run (tiny-random policy and simulator, a miniature world): both paths run the
-same step, the JSON line has the split, the ratio and the same-results check, and the CPU peak and stats
-helpers read what they should."""
+"""bench/step.py as a smoke run (tiny-random policy and simulator, a miniature world): every path runs the
+same step, the JSON line has the split, the ratios, the same-results check (and bf16's distance from fp32
+where bf16 is native), and the CPU peak and stats helpers read what they should."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def test_step_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
                                       "--group", "2", "--reps", "2", "--baseline-threads", "1"])
     bench.main()
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["bench"] == "step" and out["shape"]["trajectories"] == 2 and len(out["load_1min"]) == 4
+    paths = ["baseline", "optimised"] + (["bf16"] if out["bf16_native"] else [])
+    assert out["bench"] == "step" and out["shape"]["trajectories"] == 2 and len(out["load_1min"]) == 2 * len(paths)
+    assert list(out["seconds"]) == paths
     for path in ("baseline", "optimised"):
         assert set(bench.PARTS) <= set(out["seconds"][path]) and out["seconds"][path]["step"] > 0
     assert out["speedup_step"] > 0
@@ -45,6 +47,23 @@ def test_step_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     # and its generation feeds each turn only its new tokens (the KV cache holds the rest)
     assert out["kv_cache/baseline"] is None and out["kv_cache/optimised"]["reused_prompt_tokens"] > 0
     assert out["tokens/optimised"]["policy_generation"]["padded"] < out["tokens/baseline"]["policy_generation"]["padded"]
+    if out["bf16_native"]:  # bf16 runs the optimised path's work in bf16: its own ratio and its distance from fp32
+        assert out["speedup_step/bf16"] > 0 and set(out["speedup/bf16"]) == set(bench.PARTS)
+        for c in out["bf16_vs_fp32"]:
+            assert 0 < c["old_logp_max_abs_diff_vs_fp32"] < 0.5 and c["old_logp_mean_abs_diff_vs_fp32"] < 0.1
+            assert c["same_trajectories"].endswith("/2")
+    else:
+        assert "bf16_vs_fp32" not in out
+
+
+def test_paths_must_start_with_the_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = load_bench()
+    monkeypatch.setattr(sys, "argv", ["step.py", "--paths", "optimised,baseline", "--policy", "tiny-random"])
+    monkeypatch.setattr(bench, "cpu_peak", lambda: {"bf16_native": True, "peak_gflops_fp32": 1.0})
+    monkeypatch.setattr(bench, "bandwidth_gbs", lambda: 1.0)
+    monkeypatch.setattr("zerosearch.world.cached_world", lambda cfg=None, world_dir=None: Path("."))
+    with pytest.raises(SystemExit, match="baseline first"):
+        bench.main()
 
 
 def test_cpu_peak_reads_lscpu(monkeypatch: pytest.MonkeyPatch) -> None:

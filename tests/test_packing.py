@@ -1,5 +1,6 @@
 """The speed paths change no result: the sampler's log-probs equal the trainer's recomputation, length-
-sorted trimmed micro-batches give the same log-probs and the same update, on the tiny random model."""
+sorted trimmed micro-batches and a group's prompt computed once give the same log-probs and the same
+update, on the tiny random model."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from zerosearch.data import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.generation import HFBackend
-from zerosearch.packing import length_sorted, logprobs_by_length, trim_columns
+from zerosearch.packing import length_sorted, logprobs_by_length, prompt_sorted, shared_prompt_logprobs, trim_columns
 from zerosearch.rollout import RolloutConfig, collate, compute_logprobs, rollout
 
 
@@ -89,27 +90,30 @@ def test_the_optimised_trainer_step_computes_the_same_update(tmp_path) -> None:
     from zerosearch.trainer import Trainer
 
     results = {}
-    for on in (False, True):
-        flags = [f"optim.sort_by_length={str(on).lower()}", f"optim.reuse_sampler_logprobs={str(on).lower()}"]
+    variants = {"plain": [], "sorted": ["optim.sort_by_length=true", "optim.reuse_sampler_logprobs=true"],
+                "shared prompts": ["optim.share_prompts=true", "optim.reuse_sampler_logprobs=true"],
+                "shared, old recomputed": ["optim.share_prompts=true"]}
+    for name, flags in variants.items():
         cfg = make_cfg(tmp_path, "rollout.max_turns=2", "rollout.max_new_tokens_per_turn=12", "rollout.n=3",
                        "optim.mini_batch_size=6", "optim.micro_batch_size=2", *flags)
-        trainer = Trainer(cfg, tmp_path / f"run-{on}", progress=False, engine=DocsEngine())
+        trainer = Trainer(cfg, tmp_path / f"run-{name}", progress=False, engine=DocsEngine())
         ro = rollout(trainer.batch_records(1), trainer.backend, trainer.tok, trainer.engine, trainer.rollout_cfg,
                      seed=11)
         batch = collate(ro, trainer.tok.pad_token_id)
-        assert ("sampler_logprobs" in batch) == on
+        assert ("sampler_logprobs" in batch) == ("optim.reuse_sampler_logprobs=true" in flags)
         rb = trainer._rollout_batch(ro, batch)
         adv, ret = trainer.algo.compute_advantages(rb)
         rb = dataclasses.replace(rb, advantages=adv, returns=ret)
-        results[on] = ([t.response_ids for t in ro], rb, trainer.update(batch, rb, 1))
+        results[name] = ([t.response_ids for t in ro], rb, trainer.update(batch, rb, 1))
         trainer.close()
-    (ids0, rb0, up0), (ids1, rb1, up1) = results[False], results[True]
-    assert ids0 == ids1
+    ids0, rb0, up0 = results["plain"]
     m = rb0.mask.bool()
-    torch.testing.assert_close(rb1.old_logp[m], rb0.old_logp[m], atol=2e-4, rtol=0)
-    torch.testing.assert_close(rb1.ref_logp, rb0.ref_logp, atol=1e-5, rtol=0)
-    for k in up0:
-        assert up1[k] == pytest.approx(up0[k], rel=1e-3, abs=1e-5), k
+    for name, (ids1, rb1, up1) in results.items():
+        assert ids0 == ids1, name
+        torch.testing.assert_close(rb1.old_logp[m], rb0.old_logp[m], atol=2e-4, rtol=0, msg=name)
+        torch.testing.assert_close(rb1.ref_logp, rb0.ref_logp, atol=1e-5, rtol=0, msg=name)
+        for k in up0:
+            assert up1[k] == pytest.approx(up0[k], rel=1e-3, abs=1e-5), (name, k)
 
 
 def test_without_the_loss_mask_the_old_logprobs_are_recomputed(tmp_path) -> None:
@@ -127,3 +131,44 @@ def test_without_the_loss_mask_the_old_logprobs_are_recomputed(tmp_path) -> None
     torch.testing.assert_close(rb.old_logp, want, atol=1e-5, rtol=0)
     assert (rb.old_logp[(batch["info_mask"] == 0) & (batch["response_mask"] == 1)] != 0).any()
     trainer.close()
+
+
+def test_prompt_sorted_puts_a_group_together_longest_group_first() -> None:
+    # P = 2 prompt columns; rows 0 and 2 share prompt (5, 6), rows 1 and 3 share (7, 8) (row 3 left-padded
+    # differently would still be the same prompt: only real tokens count)
+    batch = {"input_ids": torch.tensor([[5, 6, 1, 0], [7, 8, 1, 1], [5, 6, 1, 1], [7, 8, 1, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]]),
+             "response_mask": torch.tensor([[1, 0], [1, 1], [1, 1], [1, 0]])}
+    # both groups' longest row has 4 tokens: the first seen group first, its longest row first
+    assert prompt_sorted(torch.arange(4), batch).tolist() == [2, 0, 1, 3]
+    batch["attention_mask"][0, 0] = 0  # row 0's prompt is now (6,), 2 tokens: its own group, shortest last
+    assert prompt_sorted(torch.arange(4), batch).tolist() == [1, 3, 2, 0]  # (7, 8) seen before (5, 6)
+    assert prompt_sorted(torch.tensor([3, 0]), batch).tolist() == [3, 0]
+
+
+def test_shared_prompt_logprobs_equal_the_plain_forward_with_their_gradients(tiny) -> None:
+    """float64, so any difference beyond rounding is a bug: the same log-probs, entropies and gradients
+    as rollout.compute_logprobs, for groups of n = 2 with different response lengths."""
+    import copy
+
+    model = copy.deepcopy(tiny[0]).double()
+    batch = collate(trajectories(tiny, False), tiny[1].pad_token_id)
+    assert len({tuple(r) for r in batch["input_ids"][:, :-batch["response_mask"].shape[1]].tolist()}) < len(batch["rewards"])
+    weights = torch.randn(batch["response_mask"].shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grads, outs = [], []
+    for shared in (False, True):
+        model.zero_grad(set_to_none=True)
+        fn = shared_prompt_logprobs if shared else (lambda m, b, t, **kw: compute_logprobs(m, b, t, 64, **kw))
+        logp, ent = fn(model, batch, 0.7, grad=True, with_entropy=True)
+        ((logp * weights).sum() + ent.sum()).backward()
+        outs.append((logp.detach(), ent.detach()))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-10, rtol=0)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 5
+    for n in grads[0]:
+        # Llama's RMSNorm computes in float32 even for a float64 model, so gradients agree to ~1e-8 of
+        # their scale (measured), not 1e-15; a wrong KV copy or position would be off by O(1).
+        scale = float(grads[0][n].abs().max())
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6 * scale, rtol=0, msg=n)
+    assert (outs[1][0][batch["response_mask"] == 0] == 0).all()

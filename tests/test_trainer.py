@@ -190,11 +190,20 @@ NO_KL = {"grpo": "kl_loss_coef: 0.0", "reinforce": "kl_loss_coef: 0.0", "ppo": "
          "reinforce_pp": "kl_coef: 0.0"}
 
 
-@pytest.mark.parametrize("algo", ["grpo", "ppo", "reinforce_pp", "reinforce"])
-def test_each_algorithm_raises_the_probability_of_the_rewarded_answer(tmp_path, algo):
+def _bf16(algo: str) -> Any:
+    from zerosearch.precision import bf16_native
+
+    return pytest.param(algo, "bf16", marks=pytest.mark.skipif(not bf16_native("cuda" if torch.cuda.is_available() else "cpu"),
+                                                               reason="no native bf16 here"))
+
+
+@pytest.mark.parametrize(("algo", "precision"), [("grpo", "fp32"), ("ppo", "fp32"), ("reinforce_pp", "fp32"),
+                                                 ("reinforce", "fp32"), _bf16("grpo")])
+def test_each_algorithm_raises_the_probability_of_the_rewarded_answer(tmp_path, algo, precision):
     # Weight decay 0: nothing but the policy-gradient moves the weights, so the direction is the test.
+    # bf16: the same test under bf16 autocast (zerosearch.precision); the margin is still scored in fp32.
     trainer = Trainer(make_cfg(tmp_path, "train.steps=4", "rollout.n=4", "rollout.max_new_tokens_per_turn=30",
-                               "optim.weight_decay=0.0", "train.eval_every=0",
+                               "optim.weight_decay=0.0", "train.eval_every=0", f"optim.precision={precision}",
                                f"algorithm={{name: {algo}, {NO_KL[algo]}, entropy_coef: 0.0}}"),
                       tmp_path / "run", progress=False, engine=DocsEngine())
     rec = trainer.train_data[0]

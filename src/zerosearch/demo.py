@@ -221,7 +221,7 @@ def grpo_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
         "curriculum": {"p_start": 0.0, "p_end": 0.5},
         "optim": {"lr": 1e-5, "mini_batch_size": cfg.questions_per_step * cfg.group_size,
                   "micro_batch_size": 8, "sort_by_length": True, "reuse_sampler_logprobs": True,
-                  "reuse_kv_cache": True},
+                  "reuse_kv_cache": True, "share_prompts": True},
         "train": {"steps": cfg.steps, "batch_size": cfg.questions_per_step, "seed": cfg.seed, "eval_every": 0,
                   "save_every": 0, "samples_per_step": 2},
     }

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from zerosearch.prefix_cache import PrefixCache, UnsupportedModel, left_pad
+from zerosearch.precision import autocast
+from zerosearch.prefix_cache import PrefixCache, UnsupportedModel, cache_kwarg, left_pad, output_cache
 
 StopReason = Literal["stop", "eos", "length"]
 STOP_STRINGS = ("</search>", "</answer>")
@@ -78,11 +79,12 @@ class HFBackend:
     """
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, device: str | None = None,
-                 logprobs: bool = False, kv_cache_tokens: int = 0):
+                 logprobs: bool = False, kv_cache_tokens: int = 0, precision: str = "fp32"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer, self.batch_size, self.logprobs = model, tokenizer, batch_size, logprobs
         self.device = device or str(next(model.parameters()).device)
+        self.precision = precision  # "bf16": forward passes under bf16 autocast (zerosearch.precision)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = model.generation_config.eos_token_id
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
@@ -123,9 +125,18 @@ class HFBackend:
         if stop_strings:
             kwargs["stopping_criteria"] = self._stopper(tuple(stop_strings))
         order = sorted(range(len(prompts_token_ids)), key=lambda i: len(prompts_token_ids[i]))
+        t0 = time.perf_counter()
+        with autocast(self.precision, self.device):
+            out = self._batches(prompts_token_ids, order, stop_strings, kwargs, seed, temperature if sample else 1.0)
+        self.gen_seconds += time.perf_counter() - t0
+        return out
+
+    def _batches(self, prompts_token_ids: list[list[int]], order: list[int], stop_strings: Sequence[str],
+                 kwargs: dict[str, Any], seed: int, temperature: float) -> list[GenOutput]:
+        import torch
+
         out: list[GenOutput | None] = [None] * len(order)
         devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
-        t0 = time.perf_counter()
         used: list[tuple[int, ...]] = []
         stored: list[tuple[int, ...]] = []
         if self.prefix is not None:
@@ -140,7 +151,7 @@ class HFBackend:
                 cache_kw = {}
             else:
                 cache, ids, mask, hit = built
-                cache_kw, used = {"cache": cache}, used + hit
+                cache_kw, used = {cache_kwarg(): cache}, used + hit
             width = ids.shape[1]
             with torch.random.fork_rng(devices=devices), torch.inference_mode():
                 torch.manual_seed(seed * 1_000_003 + b // self.batch_size)
@@ -148,15 +159,14 @@ class HFBackend:
                                           return_dict_in_generate=True, output_logits=self.logprobs, **kwargs,
                                           **cache_kw)
                 new = res.sequences[:, width:]
-                lps = _sampled_logprobs(res.logits, new, temperature if sample else 1.0) if self.logprobs else None
+                lps = _sampled_logprobs(res.logits, new, temperature) if self.logprobs else None
             for r, (row, i) in enumerate(zip(new.tolist(), idx)):
                 out[i] = self._finish(row, stop_strings, None if lps is None else lps[r])
             if self.prefix is not None:  # KV exists for every sampled token but the last of the batch
-                stored += self.prefix.store(res.cache, mask, [p + out[i].token_ids[: new.shape[1] - 1]  # type: ignore[union-attr]
+                stored += self.prefix.store(output_cache(res), mask, [p + out[i].token_ids[: new.shape[1] - 1]  # type: ignore[union-attr]
                                                    for p, i in zip(prompts, idx)])
         if self.prefix is not None:
             self.prefix.end_call(used, stored)
-        self.gen_seconds += time.perf_counter() - t0
         return out  # type: ignore[return-value]  # every slot was filled
 
     def _finish(self, row: list[int], stop_strings: Sequence[str], logprobs: list[float] | None = None) -> GenOutput:

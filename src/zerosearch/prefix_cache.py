@@ -31,6 +31,7 @@ tokens continue at position L_r exactly as in a fresh left-padded prefill.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import Any
 
@@ -41,6 +42,23 @@ def budget_tokens(rows: int, max_total_tokens: int) -> int:
     """A cache budget with room for `rows` trajectories at full length, twice: one turn's entries are still
     held while the next turn stores its longer ones."""
     return 2 * rows * max_total_tokens
+
+
+@functools.cache
+def cache_kwarg() -> str:
+    """The name transformers gives the KV cache in a forward/generate call: `cache` since 5.24, before
+    that `past_key_values` (passing the other name would be ignored or refused, not reused)."""
+    import inspect
+
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward or generate call returned, under either name (see `cache_kwarg`)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def common_prefix(a: tuple[int, ...], b: list[int]) -> int:
@@ -193,7 +211,7 @@ class PrefixCache:
                 out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  position_ids=pos.to(device), use_cache=True, logits_to_keep=1)
             self.fed += int(mask.sum())
-            self.store(out.cache, mask, chunk)
+            self.store(output_cache(out), mask, chunk)
 
     def batch_cache(self, prompts: list[list[int]], pad_id: int) -> tuple[Any, Any, Any, list[tuple[int, ...]]] | None:
         """(cache, input_ids, attention_mask, used keys) for `generate`, in the layout of the module

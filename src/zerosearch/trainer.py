@@ -59,7 +59,17 @@ from zerosearch.monitors import (
     counter_note,
     search_failures,
 )
-from zerosearch.packing import length_sorted, logprobs_by_length, row_lengths, trim_columns
+from zerosearch.packing import (
+    length_sorted,
+    logprobs_by_length,
+    logprobs_by_prompt,
+    prompt_sorted,
+    row_lengths,
+    shared_prompt_logprobs,
+    trim_columns,
+)
+from zerosearch.precision import autocast
+from zerosearch.precision import check as check_precision
 from zerosearch.prefix_cache import budget_tokens
 from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
 
@@ -144,6 +154,7 @@ class Trainer:
             self.critic = ValueModel(load(m.name, dtype=m.dtype, device=m.device, seed=cfg.train.seed)[0]).to(self.device)
 
         o = cfg.optim
+        check_precision(o.precision, self.device)
         self.opt = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=o.lr,
                                      betas=o.betas, weight_decay=o.weight_decay)
         # Schedulers step once per *training* step (in `step`), so warm-up is counted in training steps
@@ -170,7 +181,7 @@ class Trainer:
                                          temperature=r.temperature, top_p=r.top_p, format_weight=r.format_weight)
         kv_tokens = budget_tokens(cfg.train.batch_size * r.n, r.max_total_tokens) if o.reuse_kv_cache else 0
         self.backend = HFBackend(self.policy, self.tok, batch_size=r.batch_size, logprobs=o.reuse_sampler_logprobs,
-                                 kv_cache_tokens=kv_tokens)
+                                 kv_cache_tokens=kv_tokens, precision=o.precision)
         for e in (self.engine, self.eval_engine):  # a `self` engine writes its documents with this policy
             bind_policy(e, self.backend, self.tok)
         self.check_engines()  # before _resume: a resumed engine's RNG is the checkpoint's, not the probe's
@@ -223,11 +234,19 @@ class Trainer:
             with self.policy.disable_adapter():
                 yield self.policy
 
+    def _amp(self) -> Any:
+        """The context of every forward pass: bf16 autocast with optim.precision=bf16, else nothing."""
+        return autocast(self.cfg.optim.precision, self.device)
+
     def _rollout_batch(self, ro: Rollout, batch: dict[str, Tensor]) -> RolloutBatch:
+        with self._amp():
+            return self._score_rollout(ro, batch)
+
+    def _score_rollout(self, ro: Rollout, batch: dict[str, Tensor]) -> RolloutBatch:
         mb, o = self.cfg.optim.micro_batch_size, self.cfg.optim
         T = self._temperature()
         self.policy.eval()
-        logprobs = logprobs_by_length if o.sort_by_length else compute_logprobs
+        logprobs = logprobs_by_prompt if o.share_prompts else logprobs_by_length if o.sort_by_length else compute_logprobs
         # The sampler's log-probs are those of the policy tokens only: reusable when only those are trained.
         if o.reuse_sampler_logprobs and self.cfg.train.loss_mask and "sampler_logprobs" in batch:
             old_logp = batch["sampler_logprobs"] * batch["info_mask"]
@@ -333,19 +352,26 @@ class Trainer:
             perm = torch.randperm(B, generator=gen)
             for s in range(0, B, o.mini_batch_size):
                 mini = perm[s: s + o.mini_batch_size]
-                if o.sort_by_length:  # similar lengths per micro-batch; the mini-batch's loss is unchanged
+                if o.share_prompts:  # whole groups per micro-batch; the mini-batch's loss is unchanged
+                    mini = prompt_sorted(mini, batch)
+                elif o.sort_by_length:  # similar lengths per micro-batch; likewise
                     mini = length_sorted(mini, row_lengths(batch))
                 denom = float(rb.mask[mini].sum()) if token_mean else float(len(mini))
                 for m in range(0, len(mini), o.micro_batch_size):
                     idx = mini[m: m + o.micro_batch_size]
                     weight = (float(rb.mask[idx].sum()) if token_mean else float(len(idx))) / max(denom, 1.0)
                     sub, sub_rb = _trim(_rows(batch, idx), rb.select(idx))
-                    out = compute_logprobs(self.policy, sub, T, len(idx), grad=True, with_entropy=want_entropy)
+                    with self._amp():  # the forward only: backward replays each op in its forward dtype
+                        out = shared_prompt_logprobs(self.policy, sub, T, grad=True, with_entropy=want_entropy) \
+                            if o.share_prompts else \
+                            compute_logprobs(self.policy, sub, T, len(idx), grad=True, with_entropy=want_entropy)
                     logp, ent = out if want_entropy else (out, None)
                     loss, st = self.algo.actor_loss(sub_rb, logp.cpu(), None if ent is None else ent.cpu())
                     (loss * weight).backward()
                     if self.critic is not None:
-                        vloss, vst = self.algo.critic_loss(sub_rb, self.critic(sub).cpu())
+                        with self._amp():
+                            v = self.critic(sub).cpu()
+                        vloss, vst = self.algo.critic_loss(sub_rb, v)
                         (vloss * weight).backward()
                         st = {**st, **vst}
                     for k, v in st.items():

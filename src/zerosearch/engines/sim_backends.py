@@ -92,7 +92,10 @@ class TransformersBackend:
         self.counters = Counters(prompts=0, batches=0, new_tokens=0, gen_seconds=0.0)
 
     def identity(self) -> str:
-        return f"transformers:{self.model_name}:T={self.temperature}:top_p={self.top_p}:max={self.max_new_tokens}"
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        # Weights other than fp32 write other documents: part of what makes two runs comparable.
+        cast = "" if dtype == "float32" else f":dtype={dtype}"
+        return f"transformers:{self.model_name}:T={self.temperature}:top_p={self.top_p}:max={self.max_new_tokens}{cast}"
 
     def _stopping(self, stop: tuple[str, ...]) -> Any:
         from transformers import StoppingCriteriaList, StopStringCriteria

@@ -107,7 +107,7 @@ class SimulatedEngine(SearchEngine):
                                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                     seed=cfg.seed)
         else:
-            backend = TransformersBackend(cfg.model, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+            backend = TransformersBackend(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                                           temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
         return cls(backend, k=cfg.k, sim_mode=cfg.sim_mode, answer_blind=cfg.answer_blind, doc_words=cfg.doc_words,
                    leak_guard=cfg.leak_guard, seed=cfg.seed, max_query_tokens=cfg.max_query_tokens)
