@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="default runs/<name>-seed<N>")
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 holds up best on a busy machine)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="training's forward passes and the simulator's weights (zerosearch.precision); "
+                         "evaluation stays fp32")
     ap.add_argument("--baseline-path", action="store_true",
                     help="train without the speed options (optim.sort_by_length, optim.reuse_sampler_logprobs, "
                          "optim.reuse_kv_cache)")
@@ -130,7 +133,8 @@ def main() -> None:
     if args.estimate is not None:
         print(json.dumps(estimate(args, len(arms), args.estimate)))
         return
-    dcfg = DemoConfig(model=args.model, methods=["search-agent"], **{name: getattr(args, name) for name in SIZE_FIELDS})
+    dcfg = DemoConfig(model=args.model, methods=["search-agent"], precision=args.precision,
+                      **{name: getattr(args, name) for name in SIZE_FIELDS})
     out, t0 = Path(args.out or f"runs/{args.name}-seed{args.seed}"), time.perf_counter()
     world = cached_world()
     bm25 = build_engine(EngineConfig.from_dict({"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": dcfg.k}))

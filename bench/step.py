@@ -225,7 +225,7 @@ def _fp32_logprobs(trainer: Any, batch: dict[str, Any]) -> Any:
     from zerosearch.rollout import compute_logprobs
 
     trainer.policy.eval()
-    return compute_logprobs(trainer.policy, batch, trainer._temperature(), trainer.cfg.optim.micro_batch_size)
+    return compute_logprobs(trainer.policy, batch, trainer._temperature(), trainer.cfg.optim.micro_batch_size).cpu()
 
 
 def _kv_stats(backend: Any) -> dict[str, int] | None:

@@ -71,3 +71,15 @@ def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.Mo
     again = run_demo(cfg, tmp_path / "out", progress=False)
     assert again.parent.name == "run-002" and report.read_text() == text
     assert "cold start: reusing" in capsys.readouterr().out
+
+
+def test_precision_reaches_training_and_the_simulator_only(tmp_path: Path) -> None:
+    """--precision bf16 sets the trainer's autocast and the simulator's weights; fp32 keeps the engine's
+    device default; the config validates either way."""
+    from zerosearch.config import TrainConfig
+    from zerosearch.demo import grpo_config
+
+    for precision, dtype in (("fp32", "auto"), ("bf16", "bfloat16")):
+        cfg = TrainConfig.model_validate(grpo_config(DemoConfig(precision=precision), "tiny-random", tmp_path))
+        assert cfg.optim.precision == precision and cfg.engine["dtype"] == dtype
+        assert cfg.optim.share_prompts and cfg.optim.reuse_kv_cache  # the exact speed options, both ways

@@ -71,7 +71,7 @@ def test_bf16_step_computes_in_bf16_and_keeps_fp32_weights_and_optimizer_state(t
 def test_the_simulators_weights_can_be_bf16_and_its_identity_says_so() -> None:
     from zerosearch.engines import EngineConfig, build_engine
 
-    fp32 = build_engine(EngineConfig(name="simulated", model="tiny-random", max_new_tokens=8))
+    fp32 = build_engine(EngineConfig(name="simulated", model="tiny-random", max_new_tokens=8, dtype="float32"))
     bf16 = build_engine(EngineConfig(name="simulated", model="tiny-random", max_new_tokens=8, dtype="bfloat16"))
     assert next(bf16.backend.model.parameters()).dtype == torch.bfloat16
     assert "dtype=bfloat16" in bf16.identity() and "dtype" not in fp32.identity()

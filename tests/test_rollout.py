@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from fakes import logprob_atol
 from zerosearch.data import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
 from zerosearch.generation import STOP_STRINGS, GenOutput, HFBackend, VLLMBackend, first_stop
@@ -334,14 +335,15 @@ def test_compute_logprobs_matches_a_manual_log_softmax(tiny: tuple[Any, Any]) ->
     assert batch["input_ids"].shape == (2, max(len(t.prompt_ids) for t in trajs) + R)
     assert batch["info_mask"].sum().item() == sum(sum(t.info_mask) for t in trajs)
     for b, t in enumerate(trajs):  # each row alone, unpadded
-        ids = torch.tensor([t.prompt_ids + t.response_ids])
+        ids = torch.tensor([t.prompt_ids + t.response_ids], device=model.device)
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0].float() / 0.7
+            logits = model(input_ids=ids).logits[0].float().cpu() / 0.7
         want = torch.log_softmax(logits[len(t.prompt_ids) - 1: -1], -1).gather(
             -1, torch.tensor(t.response_ids)[:, None])[:, 0]
         r = len(t.response_ids)
-        torch.testing.assert_close(batch["old_logprobs"][b, :r], want, atol=1e-4, rtol=1e-4)
-        assert (batch["old_logprobs"][b, r:] == 0).all()
+        got = batch["old_logprobs"].cpu()  # (on the model's device)
+        torch.testing.assert_close(got[b, :r], want, atol=logprob_atol(1e-4), rtol=1e-4)
+        assert (got[b, r:] == 0).all()
 
 
 # --- vLLM backend, on its interface ------------------------------------------------------------------

@@ -43,6 +43,9 @@ class DemoConfig:
     k: int = 3
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0: auto (`auto_threads`)
+    # Training's forward passes and the simulator's weights (zerosearch.precision): "bf16" is ~2x faster
+    # where bf16 is native, and changes the numbers; evaluation always runs in fp32, the same instrument.
+    precision: str = "fp32"
 
 
 # The sizes `zerosearch demo` and bench/replication.py take as flags (--eval-size, --warmup-steps, ...).
@@ -214,14 +217,14 @@ def grpo_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
         "data": {"train": "world", "dev": None, "world_dir": str(world)},
         "engine": {"name": "simulated", "model": cfg.model, "sim_mode": "sft", "k": cfg.k, "doc_words": 20,
                    "max_new_tokens": 120, "temperature": 0.7, "batch_size": 16, "seed": cfg.seed,
-                   "leak_guard": "replace"},
+                   "leak_guard": "replace", "dtype": "bfloat16" if cfg.precision == "bf16" else "auto"},
         "rollout": {"max_turns": 2, "max_new_tokens_per_turn": cfg.max_tokens, "max_obs_tokens": 256,
                     "max_prompt_tokens": 512, "max_total_tokens": 1024, "n": cfg.group_size, "batch_size": 16},
         "algorithm": {"name": "grpo", "kl_loss_coef": 0.001},
         "curriculum": {"p_start": 0.0, "p_end": 0.5},
         "optim": {"lr": 1e-5, "mini_batch_size": cfg.questions_per_step * cfg.group_size,
                   "micro_batch_size": 8, "sort_by_length": True, "reuse_sampler_logprobs": True,
-                  "reuse_kv_cache": True, "share_prompts": True},
+                  "reuse_kv_cache": True, "share_prompts": True, "precision": cfg.precision},
         "train": {"steps": cfg.steps, "batch_size": cfg.questions_per_step, "seed": cfg.seed, "eval_every": 0,
                   "save_every": 0, "samples_per_step": 2},
     }
