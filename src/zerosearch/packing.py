@@ -59,14 +59,19 @@ def logprobs_by_length(model: Any, batch: dict[str, Tensor], temperature: float 
     tensor, 0 on padding, in the batch's own row order."""
     from zerosearch.rollout import compute_logprobs
 
-    B, R = batch["response_mask"].shape
-    order = length_sorted(torch.arange(B), row_lengths(batch))
-    out = torch.zeros((B, R))
-    for s in range(0, B, micro_batch):
+    order = length_sorted(torch.arange(batch["response_mask"].shape[0]), row_lengths(batch))
+    return _in_micro_batches(batch, order, micro_batch,
+                             lambda sub: compute_logprobs(model, sub, temperature, sub["input_ids"].shape[0]))
+
+
+def _in_micro_batches(batch: dict[str, Tensor], order: Tensor, micro_batch: int, logprobs: Any) -> Tensor:
+    """logprobs(micro-batch) over consecutive slices of `order`, each trimmed to its own width, written
+    back to a [B, R] float32 tensor (0 on padding) in the batch's own row order."""
+    out = torch.zeros(batch["response_mask"].shape)
+    for s in range(0, len(order), micro_batch):
         idx = order[s: s + micro_batch]
         sub, r = trim_columns({k: v[idx] for k, v in batch.items()})
-        lp = compute_logprobs(model, sub, temperature, len(idx))
-        out[idx, :r] = lp.float().cpu()
+        out[idx, :r] = logprobs(sub).float().cpu()
     return out
 
 
@@ -142,11 +147,5 @@ def logprobs_by_prompt(model: Any, batch: dict[str, Tensor], temperature: float 
                        micro_batch: int = 8) -> Tensor:
     """`logprobs_by_length` with each micro-batch's distinct prompts computed once: micro-batches of
     whole groups (`prompt_sorted`), trimmed. The same [B, R] tensor, 0 on padding, in the batch's order."""
-    B, R = batch["response_mask"].shape
-    order = prompt_sorted(torch.arange(B), batch)
-    out = torch.zeros((B, R))
-    for s in range(0, B, micro_batch):
-        idx = order[s: s + micro_batch]
-        sub, r = trim_columns({k: v[idx] for k, v in batch.items()})
-        out[idx, :r] = shared_prompt_logprobs(model, sub, temperature).float().cpu()
-    return out
+    order = prompt_sorted(torch.arange(batch["response_mask"].shape[0]), batch)
+    return _in_micro_batches(batch, order, micro_batch, lambda sub: shared_prompt_logprobs(model, sub, temperature))
