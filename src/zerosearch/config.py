@@ -90,7 +90,8 @@ class OptimSection(_Section):
     share_prompts: bool = False
     # "bf16": every forward pass of a step (generation, log-probs, the update's forward) under bf16
     # autocast; weights, gradients and AdamW state stay fp32 (zerosearch.precision). Changes the numbers
-    # (~1e-2 in log-probs), about 2x faster where bf16 is native (AVX512-BF16/AMX, GPUs); refused elsewhere.
+    # (log-probs move by ~0.04 on average), a step ~1.8x faster where bf16 is native (AVX512-BF16/AMX, GPUs;
+    # bench/step.py); refused elsewhere.
     precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="before")

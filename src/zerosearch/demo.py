@@ -43,7 +43,7 @@ class DemoConfig:
     k: int = 3
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0: auto (`auto_threads`)
-    # Training's forward passes and the simulator's weights (zerosearch.precision): "bf16" is ~2x faster
+    # Training's forward passes and the simulator's weights (zerosearch.precision): "bf16" is ~1.8x faster
     # where bf16 is native, and changes the numbers; evaluation always runs in fp32, the same instrument.
     precision: str = "fp32"
 

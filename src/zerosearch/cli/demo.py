@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name in SIZE_FIELDS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(d, name)} ({QUICK.get(name, getattr(d, name))} with --quick)")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="training's forward passes and the simulator's "
-                   "weights (default fp32; bf16: ~2x faster where the CPU has native bf16, other numbers; "
+                   "weights (default fp32; bf16: a training step ~1.8x faster where the CPU has native bf16, other numbers; "
                    "evaluation stays fp32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
