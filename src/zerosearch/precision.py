@@ -7,9 +7,9 @@ small updates are not rounded away as they would be in pure-bf16 weights. This i
 that veRL and TRL train with on GPUs.
 
 It changes the numbers: bf16 keeps 8 bits of mantissa, so log-probs move by ~0.04 on average (0.66 at
-most, measured) and sampled tokens can differ from an fp32 run (bench/step.py measures both). On a CPU it only pays where bf16 is native
-(AVX512-BF16 or AMX: a bf16 dot product per instruction); elsewhere the CPU emulates it, slower than fp32,
-so the trainer refuses it there.
+most, measured) and sampled tokens can differ from an fp32 run (bench/step.py measures both). On a CPU it
+only pays where bf16 is native (AVX512-BF16 or AMX: a bf16 dot product per instruction); elsewhere the CPU
+emulates it, slower than fp32, so the trainer refuses it there.
 """
 
 from __future__ import annotations

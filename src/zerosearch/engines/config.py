@@ -27,6 +27,9 @@ ENGINES = {
 }
 
 
+SIM_DTYPES = ("auto", "float32", "bfloat16", "float16")  # EngineConfig.dtype's values (its Literal spells them too)
+
+
 @dataclass
 class EngineConfig:
     name: str = "bm25"
@@ -76,8 +79,8 @@ class EngineConfig:
             raise ValueError(f"unknown engine {self.name!r}; choose one of {', '.join(ENGINES)}")
         if self.k < 1:
             raise ValueError(f"engine k must be >= 1, got {self.k}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"engine dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in SIM_DTYPES:
+            raise ValueError(f"engine dtype must be one of {', '.join(SIM_DTYPES)}, got {self.dtype!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "engine config") -> EngineConfig:
@@ -150,7 +153,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, default: str | None
     g.add_argument("--sim-max-query-tokens", dest="engine_max_query_tokens", type=int,
                    help="simulator: cut longer queries to this many tokens (default 128)")
     g.add_argument("--sim-batch-size", dest="engine_batch_size", type=int, help="simulator generation batch")
-    g.add_argument("--sim-dtype", dest="engine_dtype", choices=("auto", "float32", "bfloat16", "float16"),
+    g.add_argument("--sim-dtype", dest="engine_dtype", choices=SIM_DTYPES,
                    help="in-process simulator weights (auto: bf16 on GPU, fp32 on CPU)")
     g.add_argument("--leak-guard", dest="engine_leak_guard", choices=("off", "flag", "replace"),
                    help="gold-answer leak check on simulated docs")
