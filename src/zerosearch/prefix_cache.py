@@ -207,7 +207,7 @@ class PrefixCache:
             chunk = todo[b: b + batch_size]
             ids, mask = left_pad(chunk, pad_id)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():  # logits_to_keep=1: only the cache is wanted, not [rows, width, vocab]
+            with torch.no_grad():  # (not inference_mode: see generation.py) logits_to_keep=1: only the cache
                 out = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                  position_ids=pos.to(device), use_cache=True, logits_to_keep=1)
             self.fed += int(mask.sum())
