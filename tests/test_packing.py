@@ -93,7 +93,9 @@ def test_the_optimised_trainer_step_computes_the_same_update(tmp_path) -> None:
     results = {}
     variants = {"plain": [], "sorted": ["optim.sort_by_length=true", "optim.reuse_sampler_logprobs=true"],
                 "shared prompts": ["optim.share_prompts=true", "optim.reuse_sampler_logprobs=true"],
-                "shared, old recomputed": ["optim.share_prompts=true"]}
+                "shared, old recomputed": ["optim.share_prompts=true"],
+                "loss-token logits": ["optim.loss_token_logits=true"],
+                "shared, loss-token logits": ["optim.share_prompts=true", "optim.loss_token_logits=true"]}
     for name, flags in variants.items():
         cfg = make_cfg(tmp_path, "rollout.max_turns=2", "rollout.max_new_tokens_per_turn=12", "rollout.n=3",
                        "optim.mini_batch_size=6", "optim.micro_batch_size=2", *flags)
@@ -112,7 +114,11 @@ def test_the_optimised_trainer_step_computes_the_same_update(tmp_path) -> None:
     for name, (ids1, rb1, up1) in results.items():
         assert ids0 == ids1, name
         torch.testing.assert_close(rb1.old_logp[m], rb0.old_logp[m], atol=2e-4, rtol=0, msg=name)
-        torch.testing.assert_close(rb1.ref_logp, rb0.ref_logp, atol=1e-5, rtol=0, msg=name)
+        torch.testing.assert_close(rb1.ref_logp[m], rb0.ref_logp[m], atol=1e-5, rtol=0, msg=name)
+        if "loss-token" in name:  # the head ran at the loss mask's tokens only
+            assert (rb1.ref_logp[~m] == 0).all() and (rb1.old_logp[~m] == 0).all(), name
+        else:
+            torch.testing.assert_close(rb1.ref_logp, rb0.ref_logp, atol=1e-5, rtol=0, msg=name)
         for k in up0:
             assert up1[k] == pytest.approx(up0[k], rel=1e-3, abs=1e-5), (name, k)
 
@@ -147,7 +153,8 @@ def test_prompt_sorted_puts_a_group_together_longest_group_first() -> None:
     assert prompt_sorted(torch.tensor([3, 0]), batch).tolist() == [3, 0]
 
 
-def test_shared_prompt_logprobs_equal_the_plain_forward_with_their_gradients(tiny) -> None:
+@pytest.mark.parametrize("by_row", [False, True])
+def test_shared_prompt_logprobs_equal_the_plain_forward_with_their_gradients(tiny, by_row) -> None:
     """float64, so any difference beyond rounding is a bug: the same log-probs, entropies and gradients
     as rollout.compute_logprobs, for groups of n = 2 with different response lengths."""
     import copy
@@ -160,7 +167,8 @@ def test_shared_prompt_logprobs_equal_the_plain_forward_with_their_gradients(tin
     grads, outs = [], []
     for shared in (False, True):
         model.zero_grad(set_to_none=True)
-        fn = shared_prompt_logprobs if shared else (lambda m, b, t, **kw: compute_logprobs(m, b, t, 64, **kw))
+        fn = (lambda m, b, t, **kw: shared_prompt_logprobs(m, b, t, by_row=by_row, **kw)) if shared else \
+            (lambda m, b, t, **kw: compute_logprobs(m, b, t, 64, **kw))
         logp, ent = fn(model, batch, 0.7, grad=True, with_entropy=True)
         ((logp * weights).sum() + ent.sum()).backward()
         outs.append((logp.detach().cpu(), ent.detach().cpu()))

@@ -88,6 +88,10 @@ class OptimSection(_Section):
     # their KV shared by the group's rows (zerosearch.packing): same log-probs and gradients, fewer tokens.
     # Micro-batches are then built of whole groups (instead of sort_by_length's order).
     share_prompts: bool = False
+    # The LM head (and its float32 log-softmax) only at the loss mask's tokens, not at every response token
+    # (zerosearch.head): same log-probs there, 0 elsewhere; less time and much less memory in the
+    # log-prob and update passes. Plain-head models only (Llama, Mistral, Qwen2/3); others ignore it.
+    loss_token_logits: bool = False
     # "bf16": every forward pass of a step (generation, log-probs, the update's forward) under bf16
     # autocast; weights, gradients and AdamW state stay fp32 (zerosearch.precision). Changes the numbers
     # (log-probs move by ~0.04 on average), a step ~1.8x faster where bf16 is native (AVX512-BF16/AMX, GPUs;

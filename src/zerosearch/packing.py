@@ -54,24 +54,25 @@ def trim_columns(batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]:
 
 
 def logprobs_by_length(model: Any, batch: dict[str, Tensor], temperature: float = 1.0,
-                       micro_batch: int = 8) -> Tensor:
+                       micro_batch: int = 8, keep: Tensor | None = None) -> Tensor:
     """`rollout.compute_logprobs` (no grad) over length-sorted, trimmed micro-batches: the same [B, R]
-    tensor, 0 on padding, in the batch's own row order."""
+    tensor, 0 on padding (and outside `keep`, when given), in the batch's own row order."""
     from zerosearch.rollout import compute_logprobs
 
     order = length_sorted(torch.arange(batch["response_mask"].shape[0]), row_lengths(batch))
-    return _in_micro_batches(batch, order, micro_batch,
-                             lambda sub: compute_logprobs(model, sub, temperature, sub["input_ids"].shape[0]))
+    return _in_micro_batches(batch, order, micro_batch, keep,
+                             lambda sub, k: compute_logprobs(model, sub, temperature, sub["input_ids"].shape[0], keep=k))
 
 
-def _in_micro_batches(batch: dict[str, Tensor], order: Tensor, micro_batch: int, logprobs: Any) -> Tensor:
-    """logprobs(micro-batch) over consecutive slices of `order`, each trimmed to its own width, written
-    back to a [B, R] float32 tensor (0 on padding) in the batch's own row order."""
+def _in_micro_batches(batch: dict[str, Tensor], order: Tensor, micro_batch: int, keep: Tensor | None,
+                      logprobs: Any) -> Tensor:
+    """logprobs(micro-batch, its rows of keep) over consecutive slices of `order`, each trimmed to its own
+    width, written back to a [B, R] float32 tensor (0 on padding) in the batch's own row order."""
     out = torch.zeros(batch["response_mask"].shape)
     for s in range(0, len(order), micro_batch):
         idx = order[s: s + micro_batch]
         sub, r = trim_columns({k: v[idx] for k, v in batch.items()})
-        out[idx, :r] = logprobs(sub).float().cpu()
+        out[idx, :r] = logprobs(sub, None if keep is None else keep[idx, :r]).float().cpu()
     return out
 
 
@@ -102,19 +103,24 @@ def _prompt(batch: dict[str, Tensor], row: int, P: int) -> tuple[int, ...]:
 
 
 def shared_prompt_logprobs(model: Any, batch: dict[str, Tensor], temperature: float = 1.0, grad: bool = False,
-                           with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                           with_entropy: bool = False, keep: Tensor | None = None,
+                           by_row: bool | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """`rollout.compute_logprobs` of one micro-batch, each distinct prompt computed once (see above):
-    [B, R] float32 log-probs (and entropies), 0 on padding.
+    [B, R] float32 log-probs (and entropies), 0 on padding; with `keep` [B, R], the head runs at those
+    positions only (zerosearch.head) and the rest are 0.
 
-        1. the distinct prompts, left-padded, run once with their KV kept; the last position's logits
-           predict response token 0
-        2. each row gets its prompt's KV (index_select), and its response runs on top, positions
-           continuing from its prompt's length; position j's logits predict response token j + 1
+        1. the distinct prompts, left-padded, run once with their KV kept; the last position's output
+           predicts response token 0
+        2. each row gets its prompt's KV, and its response runs on top, positions continuing from its
+           prompt's length; position j's output predicts response token j + 1
+
+    Step 2 runs each row alone, unpadded (`by_row`; default: on a CPU), or the rows together, padded to the
+    longest response (default on a GPU). A CPU multiplies one row's ~200 tokens about as efficiently as a
+    batch's, so the padding (~25% of the tokens in the demo) is pure waste there; a GPU wants the batch.
     """
-    from transformers import DynamicCache
-
     from zerosearch.algorithms.losses import entropy_from_logits, logprobs_from_logits
-    from zerosearch.prefix_cache import cache_kwarg, left_pad, output_cache
+    from zerosearch.head import head_logprobs, split_head
+    from zerosearch.prefix_cache import left_pad, output_cache
 
     device = next(model.parameters()).device
     B, R = batch["response_mask"].shape
@@ -127,25 +133,69 @@ def shared_prompt_logprobs(model: Any, batch: dict[str, Tensor], temperature: fl
         if len(prompts) < len(seen):
             prompts.append(list(p))
     ids_u, mask_u = left_pad(prompts, 0)
-    rows = torch.tensor(which, device=device)
+    ids_u, mask_u = ids_u.to(device), mask_u.to(device)
     resp = batch["response_mask"].to(device)
+    labels = batch["input_ids"][:, P:].to(device)
+    parts = split_head(model) if keep is not None else None
+    net = model if parts is None else parts[0]  # the decoder alone: hidden states, the head applied below
+    out_of = (lambda o: o.logits) if parts is None else (lambda o: o.last_hidden_state)
+    by_row = device.type == "cpu" if by_row is None else by_row
     with torch.set_grad_enabled(grad):
-        pre = model(input_ids=ids_u.to(device), attention_mask=mask_u.to(device),
-                    position_ids=(mask_u.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True, logits_to_keep=1)
-        cache = DynamicCache([(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
-                              for layer in output_cache(pre).layers])
-        mask = torch.cat([mask_u.to(device).index_select(0, rows), resp], dim=1)
-        start = mask_u.sum(1).to(device).index_select(0, rows)
-        out = model(input_ids=batch["input_ids"][:, P:].to(device), attention_mask=mask, **{cache_kwarg(): cache},
-                    position_ids=start[:, None] + torch.arange(R, device=device), use_cache=True)
-        logits = torch.cat([pre.logits[:, -1:].index_select(0, rows), out.logits[:, :-1]], dim=1).float() / temperature
-        logp = logprobs_from_logits(logits, batch["input_ids"][:, P:].to(device)) * resp
-        return (logp, entropy_from_logits(logits) * resp) if with_entropy else logp
+        pre = net(input_ids=ids_u, attention_mask=mask_u, position_ids=(mask_u.cumsum(-1) - 1).clamp(min=0),
+                  use_cache=True, **({"logits_to_keep": 1} if parts is None else {}))
+        responses = _responses_by_row if by_row else _responses_batched
+        rest = responses(net, out_of, output_cache(pre), mask_u, which, labels, resp)  # [B, R-1, *]
+        # position t predicts response token t: the prompt's last position, then the response's own
+        h = torch.cat([out_of(pre)[:, -1:].index_select(0, torch.tensor(which, device=device)), rest], dim=1)
+        if parts is not None:
+            return head_logprobs(parts[1], h, labels, keep.to(device) * resp, temperature, with_entropy)
+        m = resp if keep is None else resp * keep.to(device)
+        logits = h.float() / temperature
+        logp = logprobs_from_logits(logits, labels) * m
+        return (logp, entropy_from_logits(logits) * m) if with_entropy else logp
+
+
+def _responses_batched(net: Any, out_of: Any, cache_u: Any, mask_u: Tensor, which: list[int], labels: Tensor,
+                       resp: Tensor) -> Tensor:
+    """Every row's response on its prompt's KV (index_select: the backward sums the rows' gradients into
+    the one prompt pass), padded to R: the outputs at positions 0..R-2, [B, R-1, *]."""
+    from transformers import DynamicCache
+
+    from zerosearch.prefix_cache import cache_kwarg
+
+    rows = torch.tensor(which, device=labels.device)
+    cache = DynamicCache([(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
+                          for layer in cache_u.layers])
+    mask = torch.cat([mask_u.index_select(0, rows), resp], dim=1)
+    start = mask_u.sum(1).index_select(0, rows)
+    out = net(input_ids=labels, attention_mask=mask, **{cache_kwarg(): cache}, use_cache=True,
+              position_ids=start[:, None] + torch.arange(labels.shape[1], device=labels.device))
+    return out_of(out)[:, :-1]
+
+
+def _responses_by_row(net: Any, out_of: Any, cache_u: Any, mask_u: Tensor, which: list[int], labels: Tensor,
+                      resp: Tensor) -> Tensor:
+    """`_responses_batched` one row at a time, each over its own real tokens only; the outputs are
+    zero-padded back to [B, R-1, *] (padding positions are masked out downstream)."""
+    from transformers import DynamicCache
+
+    from zerosearch.prefix_cache import cache_kwarg
+
+    out = []
+    for b, u in enumerate(which):
+        r = max(int(resp[b].sum()), 1)  # an empty row runs one (masked) token; 1 token needs no output here
+        cache = DynamicCache([(layer.keys[u: u + 1], layer.values[u: u + 1]) for layer in cache_u.layers])
+        mask = torch.cat([mask_u[u: u + 1], resp[b: b + 1, :r]], dim=1)
+        o = out_of(net(input_ids=labels[b: b + 1, :r], attention_mask=mask, **{cache_kwarg(): cache}, use_cache=True,
+                       position_ids=mask_u[u].sum() + torch.arange(r, device=labels.device)[None]))[:, :-1]
+        out.append(torch.nn.functional.pad(o, (0, 0, 0, labels.shape[1] - r)))
+    return torch.cat(out)
 
 
 def logprobs_by_prompt(model: Any, batch: dict[str, Tensor], temperature: float = 1.0,
-                       micro_batch: int = 8) -> Tensor:
+                       micro_batch: int = 8, keep: Tensor | None = None) -> Tensor:
     """`logprobs_by_length` with each micro-batch's distinct prompts computed once: micro-batches of
     whole groups (`prompt_sorted`), trimmed. The same [B, R] tensor, 0 on padding, in the batch's order."""
     order = prompt_sorted(torch.arange(batch["response_mask"].shape[0]), batch)
-    return _in_micro_batches(batch, order, micro_batch, lambda sub: shared_prompt_logprobs(model, sub, temperature))
+    return _in_micro_batches(batch, order, micro_batch, keep,
+                             lambda sub, k: shared_prompt_logprobs(model, sub, temperature, keep=k))

@@ -387,29 +387,43 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int) -> dict[str, Tensor
 
 
 def compute_logprobs(model: Any, batch: dict[str, Tensor], temperature: float = 1.0, micro_batch: int = 8,
-                     grad: bool = False, with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                     grad: bool = False, with_entropy: bool = False,
+                     keep: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """log pi(y_t | context) of every response token, [B, R] float32, 0 on padding (and, with
     `with_entropy`, the per-token entropy of pi, also [B, R]).
 
     Logits are divided by `temperature` (the rollout's, so the scores are those of the sampling
-    distribution; use 1.0 for greedy rollouts). Only the last R+1 positions' logits are materialised.
+    distribution; use 1.0 for greedy rollouts). Only the last R+1 positions' logits are materialised;
+    with `keep` [B, R] (the loss mask), only those positions' (zerosearch.head), the rest being 0.
     No graph is kept unless `grad=True` (the policy loss); old and reference log-probs use the default.
     """
     from zerosearch.algorithms.losses import entropy_from_logits, logprobs_from_logits
+    from zerosearch.head import head_logprobs, split_head
 
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     device = next(model.parameters()).device
     R = batch["response_mask"].shape[1]
+    parts = split_head(model) if keep is not None else None
     logps, ents = [], []
     with torch.set_grad_enabled(grad):
         for s in range(0, batch["input_ids"].shape[0], micro_batch):
             ids = batch["input_ids"][s: s + micro_batch].to(device)
             resp = batch["response_mask"][s: s + micro_batch].to(device)
-            logits = model(input_ids=ids, attention_mask=batch["attention_mask"][s: s + micro_batch].to(device),
-                           position_ids=batch["position_ids"][s: s + micro_batch].to(device),
-                           logits_to_keep=R + 1).logits[:, :-1].float() / temperature
-            logps.append(logprobs_from_logits(logits, ids[:, -R:]) * resp)
+            inputs = dict(input_ids=ids, attention_mask=batch["attention_mask"][s: s + micro_batch].to(device),
+                          position_ids=batch["position_ids"][s: s + micro_batch].to(device))
+            if parts is not None:  # the head at the kept positions only
+                decoder, head = parts
+                hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, -(R + 1):-1]
+                out = head_logprobs(head, hidden, ids[:, -R:], keep[s: s + micro_batch].to(device) * resp,
+                                    temperature, with_entropy)
+                lp, ent = out if with_entropy else (out, None)
+                logps.append(lp)
+                ents.append(ent)
+                continue
+            logits = model(**inputs, logits_to_keep=R + 1).logits[:, :-1].float() / temperature
+            m = resp if keep is None else resp * keep[s: s + micro_batch].to(device)
+            logps.append(logprobs_from_logits(logits, ids[:, -R:]) * m)
             if with_entropy:
-                ents.append(entropy_from_logits(logits) * resp)
+                ents.append(entropy_from_logits(logits) * m)
     return (torch.cat(logps), torch.cat(ents)) if with_entropy else torch.cat(logps)

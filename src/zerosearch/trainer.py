@@ -247,23 +247,24 @@ class Trainer:
         T = self._temperature()
         self.policy.eval()
         logprobs = logprobs_by_prompt if o.share_prompts else logprobs_by_length if o.sort_by_length else compute_logprobs
+        # THE LOSS MASK: the info mask (policy tokens only) unless the ablation trains on retrieved tokens.
+        mask = batch["info_mask"] if self.cfg.train.loss_mask else batch["response_mask"]
+        keep = mask if o.loss_token_logits else None  # log-probs are only ever used under the loss mask
         # The sampler's log-probs are those of the policy tokens only: reusable when only those are trained.
         if o.reuse_sampler_logprobs and self.cfg.train.loss_mask and "sampler_logprobs" in batch:
             old_logp = batch["sampler_logprobs"] * batch["info_mask"]
         else:
-            old_logp = logprobs(self.policy, batch, T, mb)
+            old_logp = logprobs(self.policy, batch, T, mb, keep=keep)
         ref_logp = None
         if self.algo.needs_ref:
             with self._reference() as ref:
-                ref_logp = logprobs(ref, batch, T, mb)
+                ref_logp = logprobs(ref, batch, T, mb, keep=keep)
         values = None
         if self.critic is not None:
             self.critic.eval()  # rollout values: no dropout, like the policy's old log-probs
             with torch.no_grad():
                 values = torch.cat([self.critic(_rows(batch, slice(s, s + mb)))
                                     for s in range(0, len(ro), mb)]).cpu()
-        # THE LOSS MASK: the info mask (policy tokens only) unless the ablation trains on retrieved tokens.
-        mask = batch["info_mask"] if self.cfg.train.loss_mask else batch["response_mask"]
         return RolloutBatch(scores=batch["rewards"], mask=mask.float(), old_logp=old_logp.cpu(),
                             ref_logp=None if ref_logp is None else ref_logp.cpu(), values=values,
                             group_ids=[t.group_id for t in ro])
@@ -361,10 +362,12 @@ class Trainer:
                     idx = mini[m: m + o.micro_batch_size]
                     weight = (float(rb.mask[idx].sum()) if token_mean else float(len(idx))) / max(denom, 1.0)
                     sub, sub_rb = _trim(_rows(batch, idx), rb.select(idx))
+                    keep = sub_rb.mask if o.loss_token_logits else None
                     with self._amp():  # the forward only: backward replays each op in its forward dtype
-                        out = shared_prompt_logprobs(self.policy, sub, T, grad=True, with_entropy=want_entropy) \
-                            if o.share_prompts else \
-                            compute_logprobs(self.policy, sub, T, len(idx), grad=True, with_entropy=want_entropy)
+                        out = shared_prompt_logprobs(self.policy, sub, T, grad=True, with_entropy=want_entropy,
+                                                     keep=keep) if o.share_prompts else \
+                            compute_logprobs(self.policy, sub, T, len(idx), grad=True, with_entropy=want_entropy,
+                                             keep=keep)
                     logp, ent = out if want_entropy else (out, None)
                     loss, st = self.algo.actor_loss(sub_rb, logp.cpu(), None if ent is None else ent.cpu())
                     (loss * weight).backward()
