@@ -82,4 +82,4 @@ def test_precision_reaches_training_and_the_simulator_only(tmp_path: Path) -> No
     for precision, dtype in (("fp32", "auto"), ("bf16", "bfloat16")):
         cfg = TrainConfig.model_validate(grpo_config(DemoConfig(precision=precision), "tiny-random", tmp_path))
         assert cfg.optim.precision == precision and cfg.engine["dtype"] == dtype
-        assert cfg.optim.share_prompts and cfg.optim.reuse_kv_cache  # the exact speed options, both ways
+        assert cfg.optim.share_prompts and cfg.optim.reuse_kv_cache and cfg.optim.loss_token_logits  # exact speed options

@@ -79,3 +79,17 @@ def test_the_simulators_weights_can_be_bf16_and_its_identity_says_so() -> None:
         EngineConfig(name="simulated", dtype="int8")  # type: ignore[arg-type]
     fp32.close()
     bf16.close()
+
+
+def test_auto_is_bf16_exactly_where_it_is_native(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The demo's default: bf16 where native, fp32 elsewhere; explicit choices pass through."""
+    from zerosearch.demo import DemoConfig, grpo_config
+
+    assert DemoConfig().precision == "auto"
+    for native, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(precision, "bf16_native", lambda device=None, n=native: n)
+        assert precision.resolve("auto", "cpu") == want
+        assert precision.resolve("fp32", "cpu") == "fp32" and precision.resolve("bf16", "cpu") == "bf16"
+        cfg = grpo_config(DemoConfig(), "tiny-random", tmp_path)
+        assert cfg["optim"]["precision"] == want
+        assert cfg["engine"]["dtype"] == ("bfloat16" if native else "auto")

@@ -35,6 +35,16 @@ def bf16_native(device: Any = "cpu") -> bool:
         return False
 
 
+def resolve(precision: str, device: Any = None) -> str:
+    """"auto" -> "bf16" where `device` (default: CUDA when present, else the CPU, as the trainer picks)
+    computes bf16 natively, else "fp32"; any other value unchanged."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    return "bf16" if bf16_native(device or ("cuda" if torch.cuda.is_available() else "cpu")) else "fp32"
+
+
 def check(precision: str, device: Any) -> None:
     """Refuse a precision this device cannot run fast, with the reason."""
     if precision not in PRECISIONS:
