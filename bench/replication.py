@@ -143,7 +143,8 @@ def main() -> None:
     base["train"]["samples_per_step"] = 0
     base["train"]["save_every"] = 3  # an hour-long bench must survive being killed: resume from the last checkpoint
     speed = not args.baseline_path  # same maths either way (tests/test_packing.py); see bench/step.py
-    base["optim"].update(sort_by_length=speed, reuse_sampler_logprobs=speed, reuse_kv_cache=speed, share_prompts=speed)
+    base["optim"].update(sort_by_length=speed, reuse_sampler_logprobs=speed, reuse_kv_cache=speed, share_prompts=speed,
+                         loss_token_logits=speed)
 
     policies = {"cold start": start}
     for arm in arms:

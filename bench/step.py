@@ -11,7 +11,8 @@ cached) and SmolLM2-135M simulator, 4 questions x 4 samples = 16 trajectories, 4
                ones: no extra forward), optim.sort_by_length (micro-batches of similar length, trimmed),
                optim.reuse_kv_cache (each turn feeds only its new tokens; a GRPO group's prompt is prefilled
                once: zerosearch.prefix_cache), optim.share_prompts (the log-prob and update forwards and the
-               backward run a group's prompt once: zerosearch.packing), --threads (1: intra-op threads on an
+               backward run a group's prompt once: zerosearch.packing), optim.loss_token_logits (the LM head
+               only at the loss mask's tokens: zerosearch.head), --threads (1: intra-op threads on an
                oversubscribed 2-core box make every op wait for the slowest core)
     bf16       optimised + optim.precision=bf16 (every forward under bf16 autocast; fp32 weights, gradients
                and optimizer) + the simulator's weights in bf16 (engine.dtype): only where this CPU has
@@ -38,6 +39,7 @@ Prints progress to stderr and one JSON line to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -57,10 +59,11 @@ import torch
 PARTS = ("policy_generation", "simulator_generation", "logprobs", "update")
 
 # Each path: what it changes in the demo's GRPO config (main's behaviour is every switch off, fp32).
-EXACT = {"sort_by_length": True, "reuse_sampler_logprobs": True, "reuse_kv_cache": True, "share_prompts": True}
+EXACT = {"sort_by_length": True, "reuse_sampler_logprobs": True, "reuse_kv_cache": True, "share_prompts": True,
+         "loss_token_logits": True}
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
-    "baseline": {"optim": {k: False for k in EXACT}},
-    "optimised": {"optim": EXACT},
+    "baseline": {"optim": {**{k: False for k in EXACT}, "precision": "fp32"}, "engine": {"dtype": "auto"}},
+    "optimised": {"optim": {**EXACT, "precision": "fp32"}, "engine": {"dtype": "auto"}},
     "bf16": {"optim": {**EXACT, "precision": "bf16"}, "engine": {"dtype": "bfloat16"}},
 }
 
@@ -122,13 +125,16 @@ def _timed(fn: Any) -> float:
 
 
 class Tokens:
-    """Forward pre-hook: padded and real tokens processed, logit positions, and forward calls."""
+    """Hooks on the decoder and the LM head: padded and real tokens processed, logit rows computed, and
+    forward calls. The decoder, not the whole model: the loss-token head (zerosearch.head) calls the
+    decoder and the head separately."""
 
     def __init__(self, model: Any):
         self.padded = self.real = self.logits = self.calls = 0
-        self.handle = model.register_forward_pre_hook(self, with_kwargs=True)
+        self.handles = [model.get_decoder().register_forward_pre_hook(self._body, with_kwargs=True),
+                        model.get_output_embeddings().register_forward_hook(self._head)]
 
-    def __call__(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    def _body(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids")
         if ids is None:
             return
@@ -137,8 +143,13 @@ class Tokens:
         self.padded += ids.numel()
         # generate passes the whole mask (past + new); only the new positions are computed
         self.real += int(mask[:, -ids.shape[1]:].sum()) if mask is not None else ids.numel()
-        keep = kwargs.get("logits_to_keep") or ids.shape[1]
-        self.logits += ids.shape[0] * min(int(keep), ids.shape[1])
+
+    def _head(self, module: Any, args: Any, out: Any) -> None:
+        self.logits += out.numel() // out.shape[-1]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
     def snapshot(self) -> dict[str, int]:
         return {"padded": self.padded, "real": self.real, "logits": self.logits, "calls": self.calls}
@@ -198,7 +209,7 @@ def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
         t_upd, s3 = time.perf_counter() - t2, snap()
     finally:
         for c in counters.values():
-            c.handle.remove()
+            c.remove()
     gen = diff(s0["policy"], s1["policy"])
     simt = diff(s0["simulator"], s1["simulator"])
     lp = diff(s1["policy"], s2["policy"])
@@ -271,8 +282,9 @@ def policy_start(args: argparse.Namespace, world: Path) -> str:
 
     dcfg = DemoConfig(**QUICK)
     bm25 = build_engine(EngineConfig.from_dict({"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": dcfg.k}))
-    try:
-        return cold_start(dcfg, world, bm25, progress=False)
+    try:  # its messages to stderr: stdout carries the JSON line only
+        with contextlib.redirect_stdout(sys.stderr):
+            return cold_start(dcfg, world, bm25, progress=False)
     finally:
         bm25.close()
 
