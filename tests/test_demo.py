@@ -7,12 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from zerosearch.demo import DemoConfig, Stages, _eval_bar, auto_threads, next_run_dir, run_demo
+from zerosearch.demo import DemoConfig, Stages, _eval_bar, auto_threads, busy_now, next_run_dir, run_demo
 
 
 def test_auto_threads_leaves_busy_cores_alone() -> None:
     assert auto_threads(2, 0.1) == 2 and auto_threads(2, 0.7) == 1 and auto_threads(2, 12.0) == 1
     assert auto_threads(16, 3.2) == 13
+
+
+def test_busy_now_counts_runnable_tasks_besides_the_reader(tmp_path: Path) -> None:
+    """The instantaneous count, not the lagging average: 3 runnable (one is the reader) -> 2 busy."""
+    f = tmp_path / "loadavg"
+    f.write_text("1.90 1.20 0.80 3/412 9876\n")
+    assert busy_now(str(f), reads=2, interval=0) == 2
+    f.write_text("0.10 0.20 0.30 1/412 9876\n")
+    assert busy_now(str(f), reads=1) == 0
+    assert busy_now(str(tmp_path / "missing")) is None
+    f.write_text("garbage\n")
+    assert busy_now(str(f), reads=1) is None
 
 
 def test_run_folders_never_overwrite(tmp_path: Path) -> None:

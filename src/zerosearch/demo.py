@@ -60,14 +60,35 @@ QUICK = dict(eval_size=8, warmup_examples=24, warmup_steps=6, warmup_batch=4, st
 
 
 def auto_threads(cores: int | None = None, load: float | None = None) -> int:
-    """The cores not already busy (1-minute load average), at least 1. Intra-op threads synchronise at
-    every op, so one thread that loses its core stalls the others: measured on a 2-core box at load ~12,
-    greedy decode ran 7x slower with 2 threads than with 1 (bench/step.py --probe)."""
+    """The cores not already busy, at least 1. Intra-op threads synchronise at every op, so one thread that
+    loses its core stalls the others: measured on a 2-core box at load ~12, greedy decode ran 7x slower
+    with 2 threads than with 1 (bench/step.py --probe). Busy = tasks runnable right now (`busy_now`),
+    else the 1-minute load average, which lags: a job that ended a minute ago still counts in it."""
     import os
 
     cores = cores or os.cpu_count() or 1
-    load = os.getloadavg()[0] if load is None else load
+    if load is None:
+        now = busy_now()
+        load = os.getloadavg()[0] if now is None else now
     return max(1, min(cores, cores - int(load + 0.5)))
+
+
+def busy_now(path: str = "/proc/loadavg", reads: int = 5, interval: float = 0.05) -> float | None:
+    """Tasks runnable now besides the reader: the median of a few reads of Linux's /proc/loadavg fourth
+    field ("running/total"), minus this process's own reading thread; None where there is no such file."""
+    import statistics
+    import time
+
+    counts = []
+    try:
+        for i in range(reads):
+            with open(path, encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+            if i + 1 < reads:
+                time.sleep(interval)
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, statistics.median(counts))
 
 
 def next_run_dir(out: str | Path) -> Path:
