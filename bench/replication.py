@@ -101,8 +101,8 @@ def main() -> None:
                     help="training's forward passes and the simulator's weights (zerosearch.precision); "
                          "evaluation stays fp32")
     ap.add_argument("--baseline-path", action="store_true",
-                    help="train without the speed options (optim.sort_by_length, optim.reuse_sampler_logprobs, "
-                         "optim.reuse_kv_cache)")
+                    help="train without the exact speed options (optim.sort_by_length, optim.reuse_sampler_logprobs, "
+                         "optim.reuse_kv_cache, optim.share_prompts, optim.loss_token_logits)")
     ap.add_argument("--train-only", action="store_true",
                     help="train the arms and stop: several invocations (each with its own --arms, same --out) can "
                          "train in parallel, one per core; a last one with every arm evaluates and writes the tables")
