@@ -68,3 +68,25 @@ def test_a_model_without_a_plain_head_keeps_the_full_forward_masked_alike(tiny) 
     got = compute_logprobs(model, batch, 1.0, 8, keep=keep)
     want = compute_logprobs(model, batch, 1.0, 8) * keep
     torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_a_lora_policy_and_its_disabled_adapter_reference_get_the_same_log_probs(tiny) -> None:
+    """Through a PEFT wrapper the decoder is the adapted one, and `disable_adapter()` (the trainer's LoRA
+    reference) still switches it off."""
+    import contextlib
+
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(copy.deepcopy(tiny[0]), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                              init_lora_weights=False)).double()
+    assert split_head(model) is not None
+    batch = collate(trajectories(tiny, False), tiny[1].pad_token_id)
+    keep = batch["info_mask"]
+    got = {}
+    for name, ctx in (("on", contextlib.nullcontext), ("off", model.disable_adapter)):
+        with ctx():
+            want = compute_logprobs(model, batch, 1.0, 64) * keep
+            got[name] = compute_logprobs(model, batch, 1.0, 64, keep=keep)
+            torch.testing.assert_close(got[name], want, atol=1e-6, rtol=0, msg=name)
+            torch.testing.assert_close(shared_prompt_logprobs(model, batch, 1.0, keep=keep), want, atol=1e-6, rtol=0)
+    assert float((got["on"] - got["off"]).abs().max()) > 1e-4  # the adapter matters, so "off" was tested
