@@ -39,6 +39,28 @@ def split_head(model: Any) -> tuple[Any, Any] | None:
     return (decoder, head) if decoder is not None and head is not None else None
 
 
+def outputs_for(model: Any, keep: Tensor | None) -> tuple[Any, Any, Any]:
+    """(net, output, head) for a log-prob pass: call `net`, take `output(result)`. With `keep` and a plain
+    head: the decoder, its hidden states and the head (to apply at the kept positions); else the model, its
+    logits and None."""
+    parts = split_head(model) if keep is not None else None
+    if parts is None:
+        return model, (lambda o: o.logits), None
+    return parts[0], (lambda o: o.last_hidden_state), parts[1]
+
+
+def masked_logprobs(out: Tensor, labels: Tensor, mask: Tensor, temperature: float = 1.0, with_entropy: bool = False,
+                    head: Any = None) -> Tensor | tuple[Tensor, Tensor]:
+    """log-probs of `labels` [B, R] (and entropies) from the outputs `out` [B, R, *] that predict them:
+    [B, R] float32, 0 where `mask` is 0. `out` is hidden states when `head` is given (the head then runs
+    at the mask's positions only), else logits."""
+    if head is not None:
+        return head_logprobs(head, out, labels, mask, temperature, with_entropy)
+    logits = out.float() / temperature
+    logp = logprobs_from_logits(logits, labels) * mask
+    return (logp, entropy_from_logits(logits) * mask) if with_entropy else logp
+
+
 def head_logprobs(head: Any, hidden: Tensor, labels: Tensor, keep: Tensor, temperature: float = 1.0,
                   with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """log softmax(head(h_t) / T)[y_t] at the positions `keep` marks, from the hidden states h [B, R, H]

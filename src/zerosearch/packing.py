@@ -118,8 +118,7 @@ def shared_prompt_logprobs(model: Any, batch: dict[str, Tensor], temperature: fl
     longest response (default on a GPU). A CPU multiplies one row's ~200 tokens about as efficiently as a
     batch's, so the padding (~25% of the tokens in the demo) is pure waste there; a GPU wants the batch.
     """
-    from zerosearch.algorithms.losses import entropy_from_logits, logprobs_from_logits
-    from zerosearch.head import head_logprobs, split_head
+    from zerosearch.head import masked_logprobs, outputs_for
     from zerosearch.prefix_cache import left_pad, output_cache
 
     device = next(model.parameters()).device
@@ -136,23 +135,17 @@ def shared_prompt_logprobs(model: Any, batch: dict[str, Tensor], temperature: fl
     ids_u, mask_u = ids_u.to(device), mask_u.to(device)
     resp = batch["response_mask"].to(device)
     labels = batch["input_ids"][:, P:].to(device)
-    parts = split_head(model) if keep is not None else None
-    net = model if parts is None else parts[0]  # the decoder alone: hidden states, the head applied below
-    out_of = (lambda o: o.logits) if parts is None else (lambda o: o.last_hidden_state)
+    net, out_of, head = outputs_for(model, keep)  # the decoder's hidden states when only `keep` needs the head
     by_row = device.type == "cpu" if by_row is None else by_row
     with torch.set_grad_enabled(grad):
         pre = net(input_ids=ids_u, attention_mask=mask_u, position_ids=(mask_u.cumsum(-1) - 1).clamp(min=0),
-                  use_cache=True, **({"logits_to_keep": 1} if parts is None else {}))
+                  use_cache=True, **({"logits_to_keep": 1} if head is None else {}))
         responses = _responses_by_row if by_row else _responses_batched
         rest = responses(net, out_of, output_cache(pre), mask_u, which, labels, resp)  # [B, R-1, *]
         # position t predicts response token t: the prompt's last position, then the response's own
         h = torch.cat([out_of(pre)[:, -1:].index_select(0, torch.tensor(which, device=device)), rest], dim=1)
-        if parts is not None:
-            return head_logprobs(parts[1], h, labels, keep.to(device) * resp, temperature, with_entropy)
         m = resp if keep is None else resp * keep.to(device)
-        logits = h.float() / temperature
-        logp = logprobs_from_logits(logits, labels) * m
-        return (logp, entropy_from_logits(logits) * m) if with_entropy else logp
+        return masked_logprobs(h, labels, m, temperature, with_entropy, head)
 
 
 def _responses_batched(net: Any, out_of: Any, cache_u: Any, mask_u: Tensor, which: list[int], labels: Tensor,

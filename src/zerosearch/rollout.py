@@ -397,33 +397,25 @@ def compute_logprobs(model: Any, batch: dict[str, Tensor], temperature: float = 
     with `keep` [B, R] (the loss mask), only those positions' (zerosearch.head), the rest being 0.
     No graph is kept unless `grad=True` (the policy loss); old and reference log-probs use the default.
     """
-    from zerosearch.algorithms.losses import entropy_from_logits, logprobs_from_logits
-    from zerosearch.head import head_logprobs, split_head
+    from zerosearch.head import masked_logprobs, outputs_for
 
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     device = next(model.parameters()).device
     R = batch["response_mask"].shape[1]
-    parts = split_head(model) if keep is not None else None
+    net, output, head = outputs_for(model, keep)
     logps, ents = [], []
     with torch.set_grad_enabled(grad):
         for s in range(0, batch["input_ids"].shape[0], micro_batch):
             ids = batch["input_ids"][s: s + micro_batch].to(device)
-            resp = batch["response_mask"][s: s + micro_batch].to(device)
-            inputs = dict(input_ids=ids, attention_mask=batch["attention_mask"][s: s + micro_batch].to(device),
-                          position_ids=batch["position_ids"][s: s + micro_batch].to(device))
-            if parts is not None:  # the head at the kept positions only
-                decoder, head = parts
-                hidden = decoder(**inputs, use_cache=False).last_hidden_state[:, -(R + 1):-1]
-                out = head_logprobs(head, hidden, ids[:, -R:], keep[s: s + micro_batch].to(device) * resp,
-                                    temperature, with_entropy)
-                lp, ent = out if with_entropy else (out, None)
-                logps.append(lp)
-                ents.append(ent)
-                continue
-            logits = model(**inputs, logits_to_keep=R + 1).logits[:, :-1].float() / temperature
-            m = resp if keep is None else resp * keep[s: s + micro_batch].to(device)
-            logps.append(logprobs_from_logits(logits, ids[:, -R:]) * m)
-            if with_entropy:
-                ents.append(entropy_from_logits(logits) * m)
+            m = batch["response_mask"][s: s + micro_batch].to(device)
+            if keep is not None:
+                m = m * keep[s: s + micro_batch].to(device)
+            out = net(input_ids=ids, attention_mask=batch["attention_mask"][s: s + micro_batch].to(device),
+                      position_ids=batch["position_ids"][s: s + micro_batch].to(device), use_cache=False,
+                      **({"logits_to_keep": R + 1} if head is None else {}))
+            # position t predicts token t + 1: the outputs at the R positions before each response token
+            lp = masked_logprobs(output(out)[:, -(R + 1):-1], ids[:, -R:], m, temperature, with_entropy, head)
+            logps.append(lp[0] if with_entropy else lp)
+            ents.append(lp[1] if with_entropy else None)
     return (torch.cat(logps), torch.cat(ents)) if with_entropy else torch.cat(logps)
