@@ -94,8 +94,8 @@ class OptimSection(_Section):
     loss_token_logits: bool = False
     # "bf16": every forward pass of a step (generation, log-probs, the update's forward) under bf16
     # autocast; weights, gradients and AdamW state stay fp32 (zerosearch.precision). Changes the numbers
-    # (log-probs move by ~0.04 on average), a step ~1.8x faster where bf16 is native (AVX512-BF16/AMX, GPUs;
-    # bench/step.py); refused elsewhere.
+    # (log-probs move by ~0.04 on average), a step ~1.5x faster than fp32 with the same switches where bf16 is
+    # native (AVX512-BF16/AMX, GPUs; bench/step.py run 6); refused elsewhere.
     precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="before")

@@ -45,7 +45,7 @@ class DemoConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0: auto (`auto_threads`)
     # Training's forward passes and the simulator's weights (zerosearch.precision): "bf16" makes a step
-    # ~2.5x faster where bf16 is native, and changes the numbers; "auto" takes bf16 where it is native,
+    # ~1.5x faster than fp32 where bf16 is native, and changes the numbers; "auto" takes bf16 where it is native,
     # else fp32. Evaluation always runs in fp32, the same instrument for every stage.
     precision: str = "auto"
 

@@ -170,17 +170,10 @@ def _responses_by_row(net: Any, out_of: Any, cache_u: Any, mask_u: Tensor, which
                       resp: Tensor) -> Tensor:
     """`_responses_batched` one row at a time, each over its own real tokens only; the outputs are
     zero-padded back to [B, R-1, *] (padding positions are masked out downstream)."""
-    from transformers import DynamicCache
-
-    from zerosearch.prefix_cache import cache_kwarg
-
     out = []
     for b, u in enumerate(which):
         r = max(int(resp[b].sum()), 1)  # an empty row runs one (masked) token; 1 token needs no output here
-        cache = DynamicCache([(layer.keys[u: u + 1], layer.values[u: u + 1]) for layer in cache_u.layers])
-        mask = torch.cat([mask_u[u: u + 1], resp[b: b + 1, :r]], dim=1)
-        o = out_of(net(input_ids=labels[b: b + 1, :r], attention_mask=mask, **{cache_kwarg(): cache}, use_cache=True,
-                       position_ids=mask_u[u].sum() + torch.arange(r, device=labels.device)[None]))[:, :-1]
+        o = _responses_batched(net, out_of, cache_u, mask_u, [u], labels[b: b + 1, :r], resp[b: b + 1, :r])
         out.append(torch.nn.functional.pad(o, (0, 0, 0, labels.shape[1] - r)))
     return torch.cat(out)
 

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(d, name)} ({QUICK.get(name, getattr(d, name))} with --quick)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="training's forward passes and the "
                    "simulator's weights (default auto: bf16 where the CPU or GPU has native bf16, else fp32; bf16 makes a "
-                   "step ~2.5x faster there and changes the numbers; evaluation stays fp32)")
+                   "step ~1.5x faster there and changes the numbers; evaluation stays fp32)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
