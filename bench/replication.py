@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.demo import SIZE_FIELDS, DemoConfig, cold_start, grpo_config
+from zerosearch.behaviour import query_copy_rate
 from zerosearch.stats import bootstrap_ci, mcnemar_exact, mde_paired, paired_delta_ci
 
 def _sim_fixed(cfg: dict[str, Any], world: Path) -> None:
@@ -168,7 +169,7 @@ def main() -> None:
     policies = {**{a: policies[a] for a in arms}, "cold start": start}
 
     test = subsample(load_qa(world / "test.jsonl"), args.eval_size, args.seed)
-    ecfg = EvalConfig(methods=["search-agent"], k=dcfg.k, max_turns=2, max_new_tokens=dcfg.max_tokens, seed=args.seed,
+    ecfg = EvalConfig(methods=["search-agent"], k=dcfg.k, max_turns=dcfg.max_turns, max_new_tokens=dcfg.max_tokens, seed=args.seed,
                       chunk=16)
     results: dict[str, dict[str, Any]] = {}
     per_question: dict[str, dict[str, float]] = {}
@@ -252,7 +253,8 @@ def per_hop(rows: list[dict[str, Any]], hops: dict[str, Any]) -> dict[str, dict[
         out[str(h)] = {"n": n, "em": sum(r["em"] for r in rs) / n, "searches": sum(r["searches"] for r in rs) / n,
                        "answer_rate": sum(bool(r["tagged"]) for r in rs) / n,
                        "format_ok": sum(r["invalid_actions"] == 0 for r in rs) / n,
-                       "no_search": sum(r["searches"] == 0 for r in rs) / n}
+                       "no_search": sum(r["searches"] == 0 for r in rs) / n,
+                       "copy_rate": query_copy_rate(rs)}
     return out
 
 
@@ -334,13 +336,14 @@ def _write(folder: Path, figures: dict[str, Any], results: dict[str, dict[str, A
         lines += [f"| {k} | +{v['gained']} / -{v['lost']} | {ci(v)} | {v['p']:.3f} |" for k, v in between.items()]
         lines.append("")
     if by_hop:
-        lines += ["Besides EM, per hop count (answer rate = a tagged answer; format = no invalid action; no search = "
+        lines += ["Besides EM, per hop count (query-copy rate = queries equal to the question; answer rate = a tagged answer; format = no invalid action; no search = "
                   "answered without searching):", "",
-                  "| policy | hops | n | EM | searches / question | answer rate | format ok | no search |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| policy | hops | n | EM | searches / question | query-copy rate | answer rate | format ok | no search |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, hs in by_hop.items():
             for h, v in hs.items():
-                lines.append(f"| {name} | {h} | {v['n']} | {100 * v['em']:.1f} | {v['searches']:.2f} | "
+                copy = "-" if v.get("copy_rate") is None else f"{100 * v['copy_rate']:.0f}%"
+                lines.append(f"| {name} | {h} | {v['n']} | {100 * v['em']:.1f} | {v['searches']:.2f} | {copy} | "
                              f"{100 * v['answer_rate']:.0f}% | {100 * v['format_ok']:.0f}% | {100 * v['no_search']:.0f}% |")
         lines.append("")
     lines += [f"Settings: `{json.dumps(dataclasses.asdict(dcfg))}`.", "",

@@ -79,6 +79,9 @@ def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.Mo
     assert "## What RL added (search-agent, the same 3 questions" in text and "**RL: after vs cold start**" in text
     assert "| before | cold start | after RL |" in text and "McNemar p" in text
     assert (report.parent / "eval-cold-start" / "predictions.jsonl").is_file()
+    # by hops at each stage, with the agent's behaviour
+    assert "## By hops (search-agent, real BM25)" in text and "| stage | hops |" in text and "query-copy rate" in text
+    assert "| after RL | 1-hop |" in text or "| after RL | 2-hop |" in text
     capsys.readouterr()
     again = run_demo(cfg, tmp_path / "out", progress=False)
     assert again.parent.name == "run-002" and report.read_text() == text

@@ -11,7 +11,7 @@ from zerosearch.data import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.models import load
 from zerosearch.sft import IGNORE, SFTConfig, encode_example, read_examples, sft
-from zerosearch.warmup import demonstrations
+from zerosearch.warmup import ColdStartMix, demonstrations
 
 
 class OneDocEngine(SearchEngine):
@@ -37,11 +37,11 @@ def test_only_flagged_segments_get_loss(tok):
     assert encode_example(ex, tok, max_len=512, eos=True)["labels"][-1] == tok.eos_token_id
 
 
-def test_demonstrations_answer_only_from_retrieved_documents():
+def test_verbatim_demonstrations_answer_only_from_retrieved_documents():
     recs = [QARecord("a", "Which river flows through Kelvora?", ["Orvel River"], "w"),
             QARecord("b", "Who founded Kelvora?", ["Varnel Odrasi"], "w")]
-    demos, skipped = demonstrations(recs, OneDocEngine(), k=1)
-    assert skipped == 1 and [d["id"] for d in demos] == ["a"]
+    demos, report = demonstrations(recs, OneDocEngine(), examples=2, mix=ColdStartMix(two_hop=0, recovery=0, verbatim=1), k=1)
+    assert report["verbatim"]["dropped"] == {"answer not retrieved": 1} and [d["id"] for d in demos] == ["a"]
     texts = [s[0] for s in demos[0]["segments"]]
     assert texts[0].endswith("<search> Which river flows through Kelvora? </search>")
     assert "Doc 1(Title: Kelvora)" in texts[1] and demos[0]["segments"][1][1] is False
@@ -72,5 +72,27 @@ def test_warmup_cli_end_to_end(tmp_path):
                  str(tmp_path / "world"), "--examples", "8", "--steps", "2", "--batch-size", "4",
                  "--out", str(tmp_path / "wu")])
     assert code == 0
-    assert len((tmp_path / "wu" / "demos.jsonl").read_text().splitlines()) == 8
+    demos = [json.loads(line) for line in (tmp_path / "wu" / "demos.jsonl").read_text().splitlines()]
+    assert len(demos) == 8 and {d["kind"] for d in demos} >= {"two_hop", "reformulated"}
+    report = json.loads((tmp_path / "wu" / "demos-report.json").read_text())
+    assert report["two_hop"] == {"target": 4, "kept": 4, "dropped": report["two_hop"]["dropped"]}
     load(str(tmp_path / "wu" / "final"))
+
+
+def test_head_only_loss_equals_the_full_logits_loss(tok):
+    import torch
+
+    from zerosearch.sft import _Collator, head_only_loss
+
+    model, _ = load("tiny-random")
+    ex = {"prompt": "Q?", "segments": [["<search> q </search>", True], ["<information>some docs</information>", False],
+                                       ["<answer> A </answer>", True]]}
+    rows = [encode_example(ex, tok, max_len=512), encode_example({**ex, "prompt": "A longer question here?"}, tok, 512)]
+    batch = _Collator(tok.pad_token_id)(rows)
+    full = model(**batch).loss
+    mine = head_only_loss(model, batch)
+    assert mine is not None and torch.allclose(mine, full, atol=1e-5)
+    n = int((batch["labels"][:, 1:] != IGNORE).sum())
+    assert torch.allclose(head_only_loss(model, batch, num_items=2 * n), full / 2, atol=1e-5)
+    mine.backward()  # differentiable through the kept rows
+    assert next(model.parameters()).grad is not None

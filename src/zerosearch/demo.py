@@ -37,10 +37,17 @@ class DemoConfig:
     warmup_examples: int = 128
     warmup_steps: int = 10
     warmup_batch: int = 8
+    warmup_lr: float = 1e-4
+    # The cold start's demonstrations by kind (zerosearch.warmup.ColdStartMix): two-hop chains, one-hop
+    # recoveries, verbatim-question searches; the one-hop rest queries entity + relation.
+    two_hop_share: float = 0.5
+    recovery_share: float = 0.1
+    verbatim_share: float = 0.1
     steps: int = 12  # GRPO steps
     questions_per_step: int = 2
     group_size: int = 4  # GRPO n
-    max_tokens: int = 48  # per policy turn
+    max_tokens: int = 64  # per policy turn (a two-hop demonstration's longest turn is 52 tokens)
+    max_turns: int = 3  # searches before the forced answer: a two-hop chain, or a recovery, and room to spare
     k: int = 3
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0: auto (`auto_threads`)
@@ -52,7 +59,7 @@ class DemoConfig:
 
 # The sizes `zerosearch demo` and bench/replication.py take as flags (--eval-size, --warmup-steps, ...).
 SIZE_FIELDS = ("eval_size", "warmup_examples", "warmup_steps", "warmup_batch", "steps", "questions_per_step",
-               "group_size", "max_tokens", "seed")
+               "group_size", "max_tokens", "max_turns", "seed")
 
 # --quick: the cold start dominates a short run, so it gets batch 4; 24 examples still teach the tags
 # (measured: search-agent EM 0 -> 25 on the 8 test questions).
@@ -168,7 +175,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     bm25 = build_engine(EngineConfig.from_dict(bm25_cfg))
     print(f"world: {world} ({len(test)} test questions evaluated)")
 
-    ecfg = EvalConfig(methods=list(cfg.methods), k=cfg.k, max_turns=2, max_new_tokens=cfg.max_tokens,
+    ecfg = EvalConfig(methods=list(cfg.methods), k=cfg.k, max_turns=cfg.max_turns, max_new_tokens=cfg.max_tokens,
                       answer_tokens=24, seed=cfg.seed, chunk=16)
 
     def evaluate(model_path: str, folder: str, methods: list[str] | None = None) -> dict[str, Any]:
@@ -207,28 +214,42 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
 def cold_start_folder(cfg: DemoConfig, world: Path) -> Path:
     """The cold start's cache folder for this exact setting; the policy goes to its final/."""
     setting = {"model": cfg.model, "world": str(world), "examples": cfg.warmup_examples, "steps": cfg.warmup_steps,
-               "batch": cfg.warmup_batch, "k": cfg.k, "seed": cfg.seed}
+               "batch": cfg.warmup_batch, "k": cfg.k, "seed": cfg.seed, "lr": cfg.warmup_lr,
+               "mix": [cfg.two_hop_share, cfg.recovery_share, cfg.verbatim_share], "dtype": warmup_dtype(cfg),
+               "demos": WARMUP_FORMAT}
     return cache_dir("demo-warmup", hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12])
+
+
+# Bump when the demonstrations' text changes, so a cached cold start of the old text is not reused.
+WARMUP_FORMAT = 2
+
+
+def warmup_dtype(cfg: DemoConfig) -> str:
+    """The cold start's SFT precision: bf16 matmuls on fp32 weights where bf16 is native, as training's."""
+    return "bf16-mixed" if resolve_precision(cfg.precision) == "bf16" else "float32"
 
 
 def is_cold_start_cached(cfg: DemoConfig, world: Path) -> bool:
     return (cold_start_folder(cfg, world) / "final" / "config.json").is_file()
 
 
-def cold_start(cfg: DemoConfig, world: Path, engine: Any, *, progress: bool = True) -> str:
+def cold_start(cfg: DemoConfig, world: Path, engine: Any, *, progress: bool = True, save_steps: int = 0) -> str:
     """The warmed-up policy, from the cache when this exact setting ran before."""
     from zerosearch.data import load_qa
     from zerosearch.sft import SFTConfig
-    from zerosearch.warmup import warm_start
+    from zerosearch.warmup import ColdStartMix, corpus_titles, warm_start
 
     folder = cold_start_folder(cfg, world)
     if is_cold_start_cached(cfg, world):
         print(f"cold start: reusing {folder / 'final'}")
         return str(folder / "final")
+    mix = ColdStartMix(two_hop=cfg.two_hop_share, recovery=cfg.recovery_share, verbatim=cfg.verbatim_share)
     summary = warm_start(cfg.model, load_qa(world / "train.jsonl"), engine, folder,
-                         SFTConfig(lr=5e-5, steps=cfg.warmup_steps, batch_size=cfg.warmup_batch, warmup_steps=1,
-                                   save_steps=max(cfg.warmup_steps // 2, 1), seed=cfg.seed),
-                         examples=cfg.warmup_examples, k=cfg.k, resume=True, progress=progress)
+                         SFTConfig(lr=cfg.warmup_lr, steps=cfg.warmup_steps, batch_size=cfg.warmup_batch,
+                                   warmup_steps=1, max_len=1024, save_steps=save_steps or max(cfg.warmup_steps // 2, 1),
+                                   seed=cfg.seed, dtype=warmup_dtype(cfg)),
+                         examples=cfg.warmup_examples, mix=mix, titles=corpus_titles(world / "corpus.jsonl"), k=cfg.k,
+                         resume=True, progress=progress)
     print(f"cold start: SFT loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
     return summary["model"]
 
@@ -242,8 +263,8 @@ def grpo_config(cfg: DemoConfig, model: str, world: Path) -> dict[str, Any]:
         "engine": {"name": "simulated", "model": cfg.model, "sim_mode": "sft", "k": cfg.k, "doc_words": 20,
                    "max_new_tokens": 120, "temperature": 0.7, "batch_size": 16, "seed": cfg.seed,
                    "leak_guard": "replace", "dtype": "bfloat16" if precision == "bf16" else "auto"},
-        "rollout": {"max_turns": 2, "max_new_tokens_per_turn": cfg.max_tokens, "max_obs_tokens": 256,
-                    "max_prompt_tokens": 512, "max_total_tokens": 1024, "n": cfg.group_size, "batch_size": 16},
+        "rollout": {"max_turns": cfg.max_turns, "max_new_tokens_per_turn": cfg.max_tokens, "max_obs_tokens": 320,
+                    "max_prompt_tokens": 512, "max_total_tokens": 1280, "n": cfg.group_size, "batch_size": 16},
         "algorithm": {"name": "grpo", "kl_loss_coef": 0.001},
         "curriculum": {"p_start": 0.0, "p_end": 0.5},
         "optim": {"lr": 1e-5, "mini_batch_size": cfg.questions_per_step * cfg.group_size,
@@ -301,6 +322,7 @@ def write_report(run: Path, cfg: DemoConfig, before: dict[str, Any], after: dict
         f"Training reward per step: {', '.join(f'{r:.2f}' for r in rewards)}; noise probability "
         f"{metrics[0].get('noise_prob', 0):.2f} -> {metrics[-1].get('noise_prob', 0):.2f}.", "",
         *rl_contribution(run, cfg), "",
+        *hops_section(run), "",
         "![training](training.png)", "", "![EM before and after](em_before_after.png)", "",
         "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
         + f"; total {sum(seconds.values()) / 60:.1f} min.", "",
@@ -350,6 +372,22 @@ def rl_contribution(run: Path, cfg: DemoConfig, method: str = "search-agent") ->
               f"discordant, a change under about {100 * mde_paired(n, psi):.0f} EM points is not detectable at 80% "
               "power (p < 0.05); `bench/replication.py` evaluates 256 questions per arm for that."]
     return lines
+
+
+def hops_section(run: Path, method: str = "search-agent") -> list[str]:
+    """The search agent by hops at each stage: EM, searches per question, query-copy rate
+    (zerosearch.behaviour): does the agent search twice where a question needs it, or paste the question?"""
+    from zerosearch.behaviour import by_hops, hops_markdown
+    from zerosearch.io import read_jsonl
+
+    rows = []
+    for stage, folder in (("before", "eval-before"), ("cold start", "eval-cold-start"), ("after RL", "eval-after")):
+        if (run / folder / "predictions.jsonl").is_file():
+            rows += [{**r, "method": stage} for r in read_jsonl(run / folder / "predictions.jsonl") if r["method"] == method]
+    stages = list(dict.fromkeys(r["method"] for r in rows))
+    if not stages:
+        return []
+    return [f"## By hops ({method}, real BM25)", "", hops_markdown(by_hops(rows, stages)).replace("| method |", "| stage |")]
 
 
 def _plot_before_after(before: dict[str, Any], after: dict[str, Any], png: Path) -> None:

@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zerosearch.behaviour import by_hops, hops_markdown
 from zerosearch.data import QARecord, data_hash
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
 from zerosearch.io import append_jsonl, atomic_write_text, truncate_jsonl
 from zerosearch.prompts import COT, DIRECT, R1, RAG, render_prompt
 from zerosearch.protocol import eval_protocol, protocol_markdown, write_leaderboard
+from zerosearch.query_plans import hops_of
 from zerosearch.reward import answer_metrics, extract_answer
 from zerosearch.rollout import RolloutConfig, rollout
 
@@ -141,7 +143,7 @@ def _single_turn(method: str, records: list[QARecord], backend: Any, tokenizer: 
     rows = []
     for r, out, d in zip(records, _generate(backend, tokenizer, texts, budget, cfg.temperature, cfg.seed), docs):
         answer, tagged = _answer(out, tokenizer)
-        extra = {"documents": [x.to_dict() for x in d]} if method == "rag" else {}
+        extra = {"documents": [x.to_dict() for x in d], "queries": [r.question]} if method == "rag" else {}
         rows.append(_row(method, r, answer, out.text, turns=1, searches=int(method == "rag"), invalid=0,
                          tagged=tagged, **extra))
     return rows
@@ -162,7 +164,7 @@ def _search_agent(records: list[QARecord], backend: Any, tokenizer: Any, engine:
 
 def _row(method: str, r: QARecord, answer: str | None, response: str, *, turns: int, searches: int, invalid: int,
          tagged: bool, **extra: Any) -> dict[str, Any]:
-    return {"method": method, "dataset": r.data_source, "id": r.id, "question": r.question,
+    return {"method": method, "dataset": r.data_source, "id": r.id, "question": r.question, "hops": hops_of(r),
             "golden_answers": r.golden_answers, "prediction": answer, **answer_metrics(answer, r.golden_answers),
             "turns": turns, "searches": searches, "invalid_actions": invalid, "tagged": tagged,
             "answer_words": len(answer.split()) if answer else 0, "response": response, **extra}
@@ -264,9 +266,11 @@ def _run_locked(records: Sequence[QARecord], backend: Any, tokenizer: Any, engin
     wanted = {_key(m, r.data_source, r.id) for m in cfg.methods for r in records}
     rows = [row for key, row in _read_predictions(pred_path).items() if key in wanted]
     summary = summarize(rows, cfg.methods, sorted(by_ds))
-    result = {**header, "seconds_this_run": round(time.perf_counter() - t0, 1), "summary": summary}
+    hops = by_hops(rows, cfg.methods)
+    result = {**header, "seconds_this_run": round(time.perf_counter() - t0, 1), "summary": summary, "by_hops": hops}
     atomic_write_text(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(out / "results.md", markdown_table(summary) + "\n\n" + protocol_markdown(header["protocol"]) + "\n")
+    atomic_write_text(out / "results.md", markdown_table(summary) + "\n\n## By hops\n\n" + hops_markdown(hops) + "\n\n"
+                      + protocol_markdown(header["protocol"]) + "\n")
     atomic_write_text(out / "results.csv", csv_table(summary))
     write_leaderboard(out, result)  # leaderboard-<method>.json: ReSeek's SearchAgent-leaderboard layout
     return result

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from zerosearch.data import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.engines.self_search import bind_policy
+    from zerosearch.behaviour import hops_markdown
     from zerosearch.eval import NEEDS_ENGINE, EvalConfig, markdown_table, run_eval
     from zerosearch.generation import HFBackend
     from zerosearch.models import load
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         if engine is not None:
             engine.close()
     print(markdown_table(result["summary"]) + "\n")
+    if any(label != "unknown" for groups in result["by_hops"].values() for label in groups):
+        print(hops_markdown(result["by_hops"]) + "\n")
     print(f"{len(records)} questions x {len(cfg.methods)} methods in {result['seconds_this_run']:.0f} s; "
           f"results in {args.out}/results.{{md,csv,json}}")
     return 0
