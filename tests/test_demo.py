@@ -75,6 +75,7 @@ def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.Mo
         assert (report.parent / png).stat().st_size > 1000 and f"({png})" in text
     assert (report.parent / "train" / "final" / "config.json").is_file()
     assert "Wall time per stage" in text
+    assert "[viewer.html](viewer.html)" in text and (report.parent / "viewer.html").stat().st_size > 1000
     # RL's own contribution, separate from the cold start's, on the same questions
     assert "## What RL added (search-agent, the same 3 questions" in text and "**RL: after vs cold start**" in text
     assert "| before | cold start | after RL |" in text and "McNemar p" in text

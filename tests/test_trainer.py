@@ -116,7 +116,13 @@ def test_each_algorithm_trains_and_exports(tmp_path, algo):
     if algo == "ppo":
         assert "vf_loss" in rows[1] and trainer.critic is not None
     assert (tmp_path / "run" / "metrics.png").stat().st_size > 1000
-    assert len(read_jsonl(tmp_path / "run" / "samples.jsonl")) == 2 * 2  # samples_per_step x steps
+    samples = read_jsonl(tmp_path / "run" / "samples.jsonl")
+    assert len(samples) == 2 * 2  # samples_per_step x steps
+    for s in samples:  # the loss mask the update used, as text runs that spell the response (the viewer's input)
+        assert "".join(text for text, _ in s["loss_mask"]) == s["response"]
+        assert isinstance(s["advantage"], float) and isinstance(s["group"], int)
+        if s["searches"]:
+            assert {m for _, m in s["loss_mask"]} == {0, 1}  # the documents masked, the policy's text trained
     assert [p.name for p in sorted((tmp_path / "run" / "checkpoints").iterdir())] == ["step-000001", "step-000002"]
 
 

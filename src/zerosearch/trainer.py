@@ -72,6 +72,7 @@ from zerosearch.precision import autocast
 from zerosearch.precision import check as check_precision
 from zerosearch.prefix_cache import budget_tokens
 from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
+from zerosearch.mask_runs import loss_mask_runs
 
 
 class ValueModel(torch.nn.Module):
@@ -313,7 +314,11 @@ class Trainer:
         }
         if rb.ref_logp is not None:
             metrics["kl"] = float(masked_mean(kl_penalty(rb.old_logp, rb.ref_logp, "k3"), rb.mask))
-        self.logger.samples(step, [_sample(t) for t in ro[: self.cfg.train.samples_per_step]])
+        # The logged samples carry the loss mask this update used (rb.mask) and each one's advantage.
+        self.logger.samples(step, [
+            _sample(t, self.tok, rb.mask[i, :len(t.response_ids)],
+                    float(masked_mean(rb.advantages[i], rb.mask[i])))
+            for i, t in enumerate(ro[: self.cfg.train.samples_per_step])])
         return metrics
 
     def _step_schedulers(self) -> None:
@@ -526,13 +531,21 @@ def _mean(xs: Any) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def _sample(t: Any) -> dict[str, Any]:
+def _sample(t: Any, tok: Any = None, mask: Tensor | None = None, advantage: float | None = None) -> dict[str, Any]:
     """One trajectory for samples.jsonl, with every search's documents and their leak-guard flags
-    (`meta.leak`, `meta.leak_reason`, `meta.leak_replaced`, `meta.fallback`) as the engine returned them."""
-    return {"question": t.question, "golden_answers": t.golden_answers, "response": t.response,
-            "answer": t.answer, "reward": t.reward, "turns": t.turns, "searches": t.searches,
-            "queries": t.queries, "draws": t.draws, "end": t.end,
-            "documents": [[d.to_dict() for d in docs] for docs in t.documents]}
+    (`meta.leak`, `meta.leak_reason`, `meta.leak_replaced`, `meta.fallback`) as the engine returned them;
+    for a step trained on, also the loss mask the update used (`loss_mask`: text runs, see
+    zerosearch.mask_runs) and the trajectory's advantage (mean over its trained tokens)."""
+    row = {"question": t.question, "golden_answers": t.golden_answers, "response": t.response,
+           "answer": t.answer, "reward": t.reward, "turns": t.turns, "searches": t.searches,
+           "queries": t.queries, "draws": t.draws, "end": t.end, "group": t.group_id,
+           "documents": [[d.to_dict() for d in docs] for docs in t.documents]}
+    if tok is not None and mask is not None:
+        row["loss_mask"] = loss_mask_runs(t.response_ids, [int(m) for m in mask.tolist()],
+                                          lambda ids: tok.decode(ids, skip_special_tokens=False))
+    if advantage is not None:
+        row["advantage"] = advantage
+    return row
 
 
 @contextmanager

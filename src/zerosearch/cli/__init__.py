@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "judge-simulator": ("zerosearch.cli.judge_simulator", "simulation tuning 4: score a simulator, useful vs noisy"),
     "eval": ("zerosearch.cli.eval", "evaluate a model (direct, cot, r1, rag, search-agent) on QA sets: EM tables"),
     "ask": ("zerosearch.cli.ask", "run the search agent on one question and show its trajectory"),
+    "view": ("zerosearch.cli.view", "the trajectories of a run or evaluation as one self-contained HTML page"),
     "compare": ("zerosearch.cli.compare", "one table from several evaluation results, with differences"),
     "gap": ("zerosearch.cli.gap", "the sim-to-real gap: one policy with several engines (bm25, simulator, self), paired"),
     "search": ("zerosearch.cli.search", "ask a search engine (bm25, dense, http, serpapi, simulated) some queries"),
