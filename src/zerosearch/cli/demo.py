@@ -15,6 +15,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="policy and simulator model (default: %(default)s)")
     for name in SIZE_FIELDS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(d, name)} ({QUICK.get(name, getattr(d, name))} with --quick)")
+    for name, what in (("two_hop_share", "two-hop chain demonstrations"),
+                       ("recovery_share", "one-hop demonstrations whose first query misses"),
+                       ("verbatim_share", "demonstrations that search the question itself")):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float,
+                       help=f"cold start: share of {what} (default {getattr(d, name)}; zerosearch.warmup)")
+    p.add_argument("--warmup-lr", type=float, help=f"cold start SFT learning rate (default {d.warmup_lr})")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="training's forward passes and the "
                    "simulator's weights (default auto: bf16 where the CPU or GPU has native bf16, else fp32; bf16 makes a "
                    "step ~1.5x faster there and changes the numbers; evaluation stays fp32)")
