@@ -161,11 +161,19 @@ class TrainConfig(_Section):
         from zerosearch import algorithms
         from zerosearch.engines.config import EngineConfig
 
-        EngineConfig.from_dict(self.engine, source="engine")
-        if self.eval_engine is not None:
-            EngineConfig.from_dict(self.eval_engine, source="eval_engine")
+        # Only ValueError becomes a validation error naming the file; a TypeError (an unknown keyword, a
+        # value of the wrong type compared) would escape as a traceback, so it is said as one too.
+        try:
+            EngineConfig.from_dict(self.engine, source="engine")
+            if self.eval_engine is not None:
+                EngineConfig.from_dict(self.eval_engine, source="eval_engine")
+        except TypeError as e:
+            raise ValueError(f"engine: {e}") from None
         hp = dict(self.algorithm)
-        algorithms.get(hp.pop("name", "grpo"), **hp)  # unknown names and hyper-parameters fail here
+        try:
+            algorithms.get(hp.pop("name", "grpo"), **hp)  # unknown names and hyper-parameters fail here
+        except TypeError as e:
+            raise ValueError(f"algorithm: {e}") from None
         return self
 
 
@@ -182,7 +190,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ValueError(f"override {item!r}: {p!r} is not a section")
             node = child
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except (yaml.YAMLError, RecursionError) as e:
+            problem = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({problem})") from None
     return raw
 
 
@@ -191,10 +203,17 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
     source = "defaults"
     if path is not None:
         source = str(path)
+        data = Path(path).read_bytes()
         try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(data.decode("utf-8")) or {}
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"{path}: line {line}: not valid UTF-8 (byte {data[e.start]:#04x}); save the file as "
+                             "UTF-8") from None
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {e}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not valid YAML: nested too deeply") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping of sections at the top level")
     raw = apply_overrides(raw, list(overrides))

@@ -159,13 +159,30 @@ def _not_utf8(e: UnicodeDecodeError, column: int) -> str:
     return f"not valid UTF-8 (byte {e.object[e.start]:#04x} at byte {column} of the line); re-encode the file as UTF-8"
 
 
+def json_problem(e: ValueError | RecursionError) -> str:
+    """What json.loads refused, in words: its own message, or what it raises besides JSONDecodeError (a
+    document nested deeper than Python's recursion limit; an integer of more than 4,300 digits)."""
+    if isinstance(e, json.JSONDecodeError):
+        return e.msg
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e).split(";")[0]
+
+
 def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
     """Yield (location, row or parse error) for every row of a JSONL / JSON / parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+        with open(path, "rb") as f:  # opening it is the file system's business; reading it, the data's
+            try:
+                rows = pq.read_table(f).to_pylist()
+            except (pa.ArrowException, OSError, ValueError) as e:  # a corrupt file: Arrow raises all three
+                raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: "
+                                f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})") from None
+        for i, row in enumerate(rows, start=1):
             yield f"row {i}", row
     elif suffix == ".json":
         raw = path.read_bytes()
@@ -178,6 +195,8 @@ def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # no position to name: the document as a whole
+            raise DataError(f"{path}: invalid JSON ({json_problem(e)})") from None
         if isinstance(data, dict):
             data = data.get("data", data.get("examples"))
         if not isinstance(data, list):
@@ -196,8 +215,8 @@ def _raw_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
                     continue
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield f"line {i}", ValueError(f"invalid JSON ({e.msg})")
+                except (ValueError, RecursionError) as e:
+                    yield f"line {i}", ValueError(f"invalid JSON ({json_problem(e)})")
                     continue
                 yield f"line {i}", row if isinstance(row, dict) else TypeError(f"expected an object, got {type(row).__name__}")
     else:

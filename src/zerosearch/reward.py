@@ -17,7 +17,10 @@ from collections.abc import Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
+# A block's content never holds another "<answer>": an opening tag left unclosed before the real answer
+# (in a thought, or in a turn cut at its token budget) must not swallow it ("<answer> x<answer> Paris
+# </answer>" answers "Paris", not "x<answer> Paris").
+_ANSWER = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.S)
 
 
 def normalize_answer(s: str) -> str:

@@ -52,8 +52,9 @@ from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION, search
 from zerosearch.reward import answer_metrics, extract_answer, f1_reward
 
 # Search-R1's action parser: the first complete block. Generation stops at the first closing tag, so a
-# turn holds at most one.
-_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+# turn holds at most one. As in `reward.extract_answer`, a block's content never holds its own opening tag:
+# "<search> a <search> b </search>" searches "b".
+_ACTION = re.compile(r"<(search|answer)>((?:(?!<\1>).)*?)</\1>", re.DOTALL)
 EndReason = Literal["answer", "no_answer", "context", "eos"]
 
 
@@ -330,8 +331,10 @@ def rollout(records: Sequence[QARecord], backend: GenerationBackend, tokenizer: 
     for t, texts in zip(trajs, policy_text):
         policy = "".join(texts)
         t.response = tokenizer.decode(t.response_ids, skip_special_tokens=False)
-        t.answer = extract_answer(policy)
-        t.reward = f1_reward(policy, t.golden_answers, format_weight=cfg.format_weight)
+        # Only a row that answered has an answer: an "<answer>" opened in a turn cut at its budget and
+        # closed in a later turn (read as an invalid action there) is no answer, and earns nothing.
+        t.answer = extract_answer(policy) if t.finished else None
+        t.reward = f1_reward(policy, t.golden_answers, format_weight=cfg.format_weight) if t.finished else 0.0
         t.metrics = answer_metrics(t.answer, t.golden_answers)
     stats = RolloutStats.of(trajs, backend_calls=backend_calls, engine_calls=engine_calls, gen_seconds=gen_s,
                             engine_seconds=engine_s, seconds=time.perf_counter() - t_start)

@@ -14,6 +14,7 @@ with its whole objective in the module docstring: grpo.py, ppo.py, reinforce_pp.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Protocol
 
 from torch import Tensor
@@ -47,6 +48,10 @@ def get(name: str, **hparams: Any) -> Algorithm:
         cls = ALGORITHMS[name]
     except KeyError:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {sorted(ALGORITHMS)}") from None
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in hparams if k not in known)
+    if unknown:
+        raise ValueError(f"{name}: unknown hyper-parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return cls(**hparams)
 
 

@@ -77,8 +77,8 @@ class EngineConfig:
             self.endpoint = [e for e in self.endpoint.split(",") if e]
         if self.name not in ENGINES:
             raise ValueError(f"unknown engine {self.name!r}; choose one of {', '.join(ENGINES)}")
-        if self.k < 1:
-            raise ValueError(f"engine k must be >= 1, got {self.k}")
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"engine k must be an integer >= 1, got {self.k!r}")
         if self.dtype not in SIM_DTYPES:
             raise ValueError(f"engine dtype must be one of {', '.join(SIM_DTYPES)}, got {self.dtype!r}")
 

@@ -105,8 +105,10 @@ class Corpus:
                     where = f"{path}:{lineno}"
                     try:
                         row = json.loads(line)
-                    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                        raise ValueError(f"{where}: invalid JSON ({e})") from None
+                    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, and
+                        # what json.loads raises besides: too deep a document, an integer of > 4,300 digits
+                        problem = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+                        raise ValueError(f"{where}: invalid JSON ({problem})") from None
                     doc_id, title, text = passage(row, where)
                     key = doc_id if doc_id is not None else str(len(starts))  # what `doc` will call it
                     if key in first_line:

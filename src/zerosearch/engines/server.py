@@ -19,6 +19,15 @@ characters, or k above `max_k`, is 422. Types are strict (`"topk": "3"` or `true
 Bad bodies are 400 (not JSON, not UTF-8, nested too deeply) or 422 (missing or ill-typed fields, a request
 the engine refuses, e.g. a gold-aware simulator without question and answer); an engine failure is 502.
 Every error body is `{"detail": "<one clear line>"}` and every rejection is counted in /metrics.
+A JSON number with an integral value (`"k": 3.0`) is the integer it equals, as JSON Schema's "integer"
+says. A string holding a lone surrogate (`"\\udc00"`, which JSON's escapes allow but is no Unicode text)
+is 422: nothing downstream could encode it, and an engine that echoes it (the simulator) made the
+response unwritable (a 500).
+
+`GET /openapi.json` is this app's OpenAPI document: the request models with this server's limits
+(maxItems max_queries, maxLength max_query_chars, maximum max_k), every response body and status
+(400, 401 with a token, 413, 422, 502, 503 + Retry-After), the bearer scheme when a token is set.
+bench/fuzz.py and tests/test_fuzz_servers.py fuzz the server from it (Schemathesis).
 
 With `token` set, every endpoint wants `Authorization: Bearer <token>` (401 otherwise), compared in constant
 time; the token never appears in a response or a log line.
@@ -51,13 +60,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zerosearch.engines import Counters
@@ -75,12 +85,21 @@ LATENCY_WINDOW = 2048  # latency percentiles cover the last this many search req
 ARRIVAL = "zerosearch.arrival"  # scope key: perf_counter() when the request reached the server
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (JSON Schema's "integer"); 3.5, "3" and true stay errors."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Field before BeforeValidator: the other order documents the bound as "ge", which JSON Schema does not know
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+
+
 class SearchItem(BaseModel):
     # strict: "k": "3" or true is an error, not silently coerced; extra="forbid": a misspelt field is one too
     model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str
-    k: int | None = Field(None, ge=1)
+    k: PositiveInt | None = None
     row_id: str | None = None
     question: str | None = None
     golden_answers: list[str] | None = None
@@ -100,8 +119,101 @@ class RetrieveBody(BaseModel):
     model_config = ConfigDict(strict=True)
 
     queries: list[str]
-    topk: int | None = Field(None, ge=1)
+    topk: PositiveInt | None = None
     return_scores: bool = False
+
+
+# --- response models: documentation only (the routes build their JSON directly; the fuzzer checks both agree)
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="one clear line saying what was wrong")
+
+
+class DocumentOut(BaseModel):
+    """`Document.to_dict()`."""
+
+    title: str
+    text: str
+    source: str
+    id: str | None
+    score: float | None
+    meta: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    results: list[list[DocumentOut]] = Field(description="one list of documents per request, in rank order")
+
+
+class Hit(BaseModel):
+    id: str | None
+    contents: str = Field(description='`"Title"\\ntext`, or the text alone when the document has no title')
+
+
+class ScoredHit(BaseModel):
+    document: Hit
+    score: float
+
+
+class RetrieveResponse(BaseModel):
+    result: list[list[ScoredHit]] | list[list[Hit]] = Field(
+        description="one list per query: scored hits with return_scores, else bare ones")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    engine: str
+
+
+class Summary(BaseModel):
+    count: int
+    p50: float | None
+    p99: float | None
+    mean: float | None
+
+
+class MetricsResponse(BaseModel):
+    uptime_s: float
+    requests: int
+    queries: int
+    errors: int
+    rejected: int
+    overloaded: int
+    abandoned: int
+    rejected_by: dict[str, int]
+    pending: int
+    latency_ms: Summary
+    queue_wait_ms: Summary
+    compute_ms: Summary
+    batching: dict[str, Any]
+    limits: dict[str, Any]
+    engine: str
+    engine_stats: dict[str, Any]
+
+
+_ERRORS = {
+    400: "body not JSON, not UTF-8, nested too deeply, or a bad Content-Length",
+    401: "missing or wrong bearer token",
+    413: "body above max_body_bytes, or more than max_queries queries",
+    422: "missing, ill-typed or out-of-range fields, a lone surrogate in a string, or a request the engine "
+         "refuses (a gold-aware simulator needs question and golden_answers with every non-empty query)",
+    502: "the search engine failed",
+    503: "server busy (max_pending requests admitted); retry after Retry-After seconds",
+}
+
+
+def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody, "description": _ERRORS[s]} for s in statuses}
+    if 503 in out:
+        out[503]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+    return out
+
+
+def _constrain(prop: dict[str, Any], **limits: Any) -> None:
+    """Add JSON Schema keywords to a property, or to the non-null branch of an optional one."""
+    for branch in prop.get("anyOf", [prop]):
+        if branch.get("type") != "null":
+            branch.update(limits)
 
 
 class HTTPError(Exception):
@@ -463,7 +575,8 @@ def create_app(engine: SearchEngine, *, default_k: int = 5, max_queries: int = D
             metrics.reject(exc.reason)
         return _json_error(exc.status, str(exc), exc.headers)
 
-    def check_bounds(n_queries: int, k: int, texts: list[tuple[str, str | None]]) -> None:
+    def check_bounds(n_queries: int, k: int, texts: list[tuple[str, str | None]],
+                     others: list[tuple[str, str | None]] = ()) -> None:
         if n_queries > max_queries:
             raise HTTPError(413, f"too many queries in one request: {n_queries} > max_queries={max_queries}; "
                                  "split the batch", reason="too_many_queries")
@@ -473,6 +586,13 @@ def create_app(engine: SearchEngine, *, default_k: int = 5, max_queries: int = D
             if text is not None and len(text) > max_query_chars:
                 raise HTTPError(422, f"{where} has {len(text)} characters, above this server's "
                                      f"max_query_chars={max_query_chars}", reason="query_too_long")
+        for where, text in [*texts, *others]:
+            if text is not None and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise HTTPError(422, f"{where} is not valid Unicode: lone surrogate U+{ord(text[e.start]):04X} "
+                                         f"at character {e.start}", reason="invalid_unicode") from None
 
     def timed_search(requests: list[SearchRequest], timing: dict[str, float]) -> list[list[Document]]:
         timing["start"] = time.perf_counter()
@@ -518,21 +638,28 @@ def create_app(engine: SearchEngine, *, default_k: int = 5, max_queries: int = D
                 metrics.queue_wait.observe((timing["start"] - arrival) * 1000)
                 metrics.compute.observe((timing.get("end", now) - timing["start"]) * 1000)
 
+    # the middleware's answers (every route), then the search routes' own; 499 is never read, so not listed
+    guard_errors = (400, 401, 413) if token is not None else (400, 413)
+    errors = (*guard_errors, 422, 502, 503)
+
     # 499: nginx's "client closed request"; nobody reads it, but the access log and tests can tell
     gone = Response(status_code=499)
 
-    @app.post("/search")
+    @app.post("/search", response_model=SearchResponse, responses=_error_responses(*errors))
     async def search(body: SearchBody, request: Request) -> Response:
         check_bounds(len(body.requests), max((r.k or default_k for r in body.requests), default=default_k),
                      [(f"requests.{i}.{name}", getattr(r, name)) for i, r in enumerate(body.requests)
-                      for name in ("query", "question")])
+                      for name in ("query", "question")],
+                     [(f"requests.{i}.row_id", r.row_id) for i, r in enumerate(body.requests)]
+                     + [(f"requests.{i}.golden_answers.{j}", a) for i, r in enumerate(body.requests)
+                        for j, a in enumerate(r.golden_answers or ())])
         requests = [SearchRequest(**{**r.model_dump(), "k": r.k or default_k}) for r in body.requests]
         results = await run_search(request, requests)
         if results is None:
             return gone
         return JSONResponse({"results": [[d.to_dict() for d in docs] for docs in results]})
 
-    @app.post("/retrieve")
+    @app.post("/retrieve", response_model=RetrieveResponse, responses=_error_responses(*errors))
     async def retrieve(body: RetrieveBody, request: Request) -> Response:
         k = body.topk or default_k
         check_bounds(len(body.queries), k, [(f"queries.{i}", q) for i, q in enumerate(body.queries)])
@@ -547,11 +674,11 @@ def create_app(engine: SearchEngine, *, default_k: int = 5, max_queries: int = D
             result = [[{"id": d.id, "contents": _contents(d)} for d in docs] for docs in results]
         return JSONResponse({"result": result})
 
-    @app.get("/health")
+    @app.get("/health", response_model=HealthResponse, responses=_error_responses(*guard_errors))
     async def health() -> dict[str, Any]:
         return {"status": "ok", "engine": engine.identity()}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_model=MetricsResponse, responses=_error_responses(*guard_errors))
     async def get_metrics() -> JSONResponse:
         batching: dict[str, Any] = {"enabled": batcher is not None, "window_ms": batch_window_ms}
         if batcher is not None:
@@ -567,6 +694,28 @@ def create_app(engine: SearchEngine, *, default_k: int = 5, max_queries: int = D
                        "auth": token is not None},
             "engine": engine.identity(), "engine_stats": engine_stats})
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document from the models above, plus this server's limits and its auth."""
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                              description="zerosearch search engine server; see zerosearch.engines.server")
+            schemas = doc["components"]["schemas"]
+            item, search_body, retrieve_body = (schemas[n]["properties"] for n in ("SearchItem", "SearchBody",
+                                                                                   "RetrieveBody"))
+            _constrain(search_body["requests"], maxItems=max_queries)
+            _constrain(retrieve_body["queries"], maxItems=max_queries)
+            _constrain(retrieve_body["queries"]["items"], maxLength=max_query_chars)
+            _constrain(item["query"], maxLength=max_query_chars)
+            _constrain(item["question"], maxLength=max_query_chars)
+            _constrain(item["k"], maximum=max_k)
+            _constrain(retrieve_body["topk"], maximum=max_k)
+            if token is not None:
+                doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                doc["security"] = [{"bearer": []}]
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
