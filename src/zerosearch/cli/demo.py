@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DemoConfig()
     p.add_argument("--out", default="demo-out", help="reports go to OUT/run-NNN/ (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller run (on 2 CPU cores: 3.8 min measured the first time, 2.1 min once its cold start is cached): " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+                   help="a smaller run (on 2 CPU cores, before the multi-hop cold start: 3.8 min the first time, 2.1 min with its cold start cached): " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     p.add_argument("--model", default=d.model, help="policy and simulator model (default: %(default)s)")
     for name in SIZE_FIELDS:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(d, name)} ({QUICK.get(name, getattr(d, name))} with --quick)")
