@@ -110,21 +110,14 @@ def _docs(path: Path, line: int, row: dict[str, Any]) -> list[list[dict[str, Any
     return out
 
 
+# A document's `meta` key -> the flag the page shows when it is set (the engine and leak guard write them).
+_DOC_FLAGS = (("leak", "leak flagged"), ("leak_replaced", "leak replaced"), ("fallback", "engine fallback"),
+              ("repairs", "malformed document"), ("truncated", "document cut"), ("query_truncated", "query truncated"))
+
+
 def _doc(d: dict[str, Any]) -> dict[str, Any]:
     meta = d.get("meta") or {}
-    flags = []
-    if meta.get("leak"):
-        flags.append("leak flagged")
-    if meta.get("leak_replaced"):
-        flags.append("leak replaced")
-    if meta.get("fallback"):
-        flags.append("engine fallback")
-    if meta.get("repairs"):
-        flags.append("malformed document")
-    if meta.get("truncated"):
-        flags.append("document cut")
-    if meta.get("query_truncated"):
-        flags.append("query truncated")
+    flags = [label for key, label in _DOC_FLAGS if meta.get(key)]
     out = {"t": str(d.get("title") or ""), "x": str(d.get("text") or ""), "s": str(d.get("source") or ""),
            "m": meta.get("mode"), "f": flags}
     if meta.get("leak_reason"):
