@@ -54,7 +54,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from zerosearch.behaviour import by_hops, hops_markdown
+    from zerosearch.behaviour import by_hops, hops_markdown, paired_markdown
     from zerosearch.data import load_qa, subsample
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.eval import EvalConfig, run_eval
@@ -106,7 +106,7 @@ def main() -> None:
     labels = [f"{n} / {m}" for n, m in jobs]
     table = by_hops(rows, labels)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    md = hops_markdown(table) + "\n\n" + paired_markdown(rows, labels)
+    md = hops_markdown(table) + "\n\n" + paired_markdown(rows, labels, ref="multi-hop / search-agent")
     print(md)
     if args.results:
         Path(args.results).write_text(md + "\n", encoding="utf-8")
@@ -118,31 +118,6 @@ def main() -> None:
             for key in ("em", "searches", "copy_rate"):
                 figures[f"{key}/{label}/{hop}"] = None if s[key] is None else round(s[key], 4)
     print(json.dumps(figures))
-
-
-def paired_markdown(rows: list[dict[str, Any]], labels: list[str], ref: str = "multi-hop / search-agent") -> str:
-    """Each search-agent policy against the multi-hop cold start on the same questions, per hop: questions
-    turned right / wrong, the EM change with its 95% CI, McNemar's exact p (zerosearch.stats)."""
-    from zerosearch.behaviour import hop_label
-    from zerosearch.stats import mcnemar_exact, paired_delta_ci
-
-    if ref not in labels:
-        return ""
-    em = {(r["method"], r["id"]): float(r["em"]) for r in rows}
-    hop = {r["id"]: hop_label(r.get("hops")) for r in rows}
-    lines = [f"Paired against `{ref}` (same questions):", "",
-             "| policy | hops | right / wrong | EM change, points [95% CI] | McNemar p |", "|---|---|---|---|---|"]
-    for label in labels:
-        if label == ref or not label.endswith("search-agent"):
-            continue
-        for h in sorted(set(hop.values())):
-            ids = [q for q in hop if hop[q] == h and (label, q) in em and (ref, q) in em]
-            gained = sum(em[(label, q)] > em[(ref, q)] for q in ids)
-            lost = sum(em[(label, q)] < em[(ref, q)] for q in ids)
-            d, lo, hi = paired_delta_ci(gained, lost, max(len(ids), 1))
-            lines.append(f"| {label} | {h} | +{gained} / -{lost} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
-                         f"{mcnemar_exact(gained, lost):.3f} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

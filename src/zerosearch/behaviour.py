@@ -36,7 +36,10 @@ def query_copy_rate(rows: Iterable[Mapping[str, Any]]) -> float | None:
 
 
 def hop_label(hops: Any) -> str:
-    return f"{hops}-hop" if isinstance(hops, int) and hops > 0 else "unknown"
+    """2 -> "2-hop"; a non-empty string is a group name of its own (e.g. HotpotQA's "bridge")."""
+    if isinstance(hops, str) and hops:
+        return hops
+    return f"{hops}-hop" if isinstance(hops, int) and not isinstance(hops, bool) and hops > 0 else "unknown"
 
 
 def by_hops(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -70,4 +73,28 @@ def hops_markdown(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
             copy = "-" if s["copy_rate"] is None else f"{100 * s['copy_rate']:.0f}%"
             lines.append(f"| {m} | {label} | {s['n']} | {100 * s['em']:.1f} | {100 * s['f1']:.1f} | "
                          f"{s['searches']:.2f} | {copy} |")
+    return "\n".join(lines)
+
+
+def paired_markdown(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], ref: str) -> str:
+    """Each other policy/method against `ref` on the same questions, per hop: questions
+    turned right / wrong, the EM change with its 95% CI, McNemar's exact p (zerosearch.stats)."""
+    from zerosearch.stats import mcnemar_exact, paired_delta_ci
+
+    if ref not in labels:
+        return ""
+    em = {(r["method"], r["id"]): float(r["em"]) for r in rows}
+    hop = {r["id"]: hop_label(r.get("hops")) for r in rows}
+    lines = [f"Paired against `{ref}` (same questions):", "",
+             "| policy | hops | right / wrong | EM change, points [95% CI] | McNemar p |", "|---|---|---|---|---|"]
+    for label in labels:
+        if label == ref:
+            continue
+        for h in sorted(set(hop.values())):
+            ids = [q for q in hop if hop[q] == h and (label, q) in em and (ref, q) in em]
+            gained = sum(em[(label, q)] > em[(ref, q)] for q in ids)
+            lost = sum(em[(label, q)] < em[(ref, q)] for q in ids)
+            d, lo, hi = paired_delta_ci(gained, lost, max(len(ids), 1))
+            lines.append(f"| {label} | {h} | +{gained} / -{lost} | {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+                         f"{mcnemar_exact(gained, lost):.3f} |")
     return "\n".join(lines)
