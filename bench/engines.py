@@ -11,7 +11,7 @@
 - sim_server: the simulator behind the server, `--clients` concurrent one-query `/search` requests, with
   the micro-batcher on (`--batch-window-ms`) and off: what merging concurrent requests buys.
 
-The corpus is the synthetic world (`zerosearch.world`, `--world-scale` times its default size, written to a
+The corpus is the synthetic world (`zerosearch.data.world`, `--world-scale` times its default size, written to a
 temporary folder) and its questions are the queries, unless `--corpus FILE` is given: then the queries
 are the first words of its passages and the simulator runs answer-blind.
 
@@ -48,7 +48,7 @@ def pct(xs: list[float], p: float) -> float:
 
 def world_corpus(folder: Path, scale: float) -> tuple[Path, list[SearchRequest]]:
     """The synthetic world in `folder`; its questions (with gold answers) as requests."""
-    from zerosearch.world import WorldConfig, generate_world, write_world
+    from zerosearch.data.world import WorldConfig, generate_world, write_world
 
     d = WorldConfig()
     cfg = WorldConfig(**{n: max(1, round(getattr(d, n) * scale))
@@ -178,11 +178,11 @@ def main() -> None:
         if args.corpus:
             corpus, source = Path(args.corpus), args.corpus
             queries = corpus_queries(corpus, max(args.bm25_queries, args.sim_queries))
-        elif importlib.util.find_spec("zerosearch.world") is not None:
+        elif importlib.util.find_spec("zerosearch.data.world") is not None:
             corpus, queries = world_corpus(Path(tmp), args.world_scale)
             source = f"synthetic world x{args.world_scale}"
         else:
-            raise SystemExit("no --corpus given and zerosearch.world is not available")
+            raise SystemExit("no --corpus given and zerosearch.data.world is not available")
         for r in queries:
             r.k = args.k
         answer_blind = queries[0].question is None

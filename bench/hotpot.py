@@ -9,7 +9,7 @@ Policies (SmolLM2-135M-Instruct):
 
     untrained   the instruct model, as RAG (the question's top-3, then answer): the baseline to beat
     world       the multi-hop cold start on the synthetic world (bench/multihop.py's, cached): transfer
-    hotpot      `world` further fine-tuned on HotpotQA demonstrations built by `zerosearch.warmup` from the
+    hotpot      `world` further fine-tuned on HotpotQA demonstrations built by `zerosearch.training.warmup` from the
                 non-held-out questions (two-hop chains from the supporting paragraphs, verbatim searches
                 where a question has no plan), mixed with replayed world demonstrations so the world skills stay
 
@@ -57,18 +57,18 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from zerosearch.behaviour import by_hops, hops_markdown, paired_markdown
-    from zerosearch.data import load_qa, subsample
+    from zerosearch.evaluation.behaviour import by_hops, hops_markdown, paired_markdown
+    from zerosearch.data.qa import load_qa, subsample
     from zerosearch.demo import DemoConfig, cold_start, cold_start_folder
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.eval import EvalConfig, run_eval
-    from zerosearch.generation import HFBackend
+    from zerosearch.evaluation.eval import EvalConfig, run_eval
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.io import atomic_write_jsonl, atomic_write_text, read_jsonl
     from zerosearch.models import load
-    from zerosearch.prefix_cache import budget_tokens
-    from zerosearch.sft import SFTConfig, sft
-    from zerosearch.warmup import ColdStartMix, demonstrations, report_lines
-    from zerosearch.world import cached_world
+    from zerosearch.agent.prefix_cache import budget_tokens
+    from zerosearch.training.sft import SFTConfig, sft
+    from zerosearch.training.warmup import ColdStartMix, demonstrations, report_lines
+    from zerosearch.data.world import cached_world
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -149,7 +149,7 @@ def main() -> None:
 
 
 def question_type(rec: Any) -> str:
-    from zerosearch.query_plans import hotpot_plan
+    from zerosearch.data.query_plans import hotpot_plan
 
     p = hotpot_plan(rec)
     return "no plan" if p is None else "bridge" if p[0].bridge else "comparison"

@@ -1,6 +1,6 @@
 """The leak guard against queries that ask the simulator for the hidden answer, and on honest queries.
 
-Questions come from the synthetic world (`zerosearch.world`: fictional entities, so a model cannot know
+Questions come from the synthetic world (`zerosearch.data.world`: fictional entities, so a model cannot know
 an answer it was not told). Four sets of requests go through one gold-aware `SimulatedEngine` with
 `leak_guard="replace"` (prompt family, an in-process model, the embedded SmolLM2-135M-Instruct by default):
 
@@ -44,7 +44,7 @@ from zerosearch.engines.sim_backends import Generation, TransformersBackend
 from zerosearch.engines.sim_prompts import parse_documents
 from zerosearch.engines.simulated import SimulatedEngine
 from zerosearch.reward import normalize_answer
-from zerosearch.world import WorldConfig, generate_world
+from zerosearch.data.world import WorldConfig, generate_world
 
 QUERIES = Path(__file__).with_name("leak_queries.jsonl")
 

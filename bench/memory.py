@@ -30,11 +30,11 @@ def one(loss_token_logits: bool, steps: int) -> dict:
 
     sys.path.insert(0, str(Path(__file__).parent))
     import replication
-    from zerosearch.config import TrainConfig
+    from zerosearch.training.config import TrainConfig
     from zerosearch.demo import DemoConfig, cold_start, grpo_config
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.trainer import Trainer
-    from zerosearch.world import cached_world
+    from zerosearch.training.trainer import Trainer
+    from zerosearch.data.world import cached_world
 
     torch.set_num_threads(1)
     world = cached_world()

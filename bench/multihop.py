@@ -10,7 +10,7 @@ Policies (each a cold start of the same SmolLM2-135M, `zerosearch.demo.cold_star
 plus the untrained model. Each is evaluated as a search agent with real BM25 (k=3) on the same held-out
 test questions of the world (greedy), and RAG (the question's top-3, then answer) with the untrained model
 as the retrieve-then-read baseline. Reports EM, searches per question and query-copy rate for one-hop and
-two-hop questions (`zerosearch.behaviour`). Everything resumes: cold starts are cached, evaluations append.
+two-hop questions (`zerosearch.evaluation.behaviour`). Everything resumes: cold starts are cached, evaluations append.
 
     python bench/multihop.py [--eval-size 128] [--steps 48] [--examples 400] [--out runs/multihop]
 
@@ -54,15 +54,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from zerosearch.behaviour import by_hops, hops_markdown, paired_markdown
-    from zerosearch.data import load_qa, subsample
+    from zerosearch.evaluation.behaviour import by_hops, hops_markdown, paired_markdown
+    from zerosearch.data.qa import load_qa, subsample
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.eval import EvalConfig, run_eval
-    from zerosearch.generation import HFBackend
+    from zerosearch.evaluation.eval import EvalConfig, run_eval
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.io import read_jsonl
     from zerosearch.models import load
-    from zerosearch.prefix_cache import budget_tokens
-    from zerosearch.world import cached_world
+    from zerosearch.agent.prefix_cache import budget_tokens
+    from zerosearch.data.world import cached_world
 
     t0 = time.perf_counter()
     world = cached_world()

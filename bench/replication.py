@@ -15,7 +15,7 @@ plus the starting policy itself ("cold start", no RL). Every arm is evaluated as
 BM25 on the same held-out test questions (greedy). Runs are resumable: each arm lives in OUT/<arm>/ and a
 rerun continues unfinished arms and skips finished ones.
 
-Power: EM is compared *per question* (zerosearch.stats): each arm against the cold start and every pair of
+Power: EM is compared *per question* (zerosearch.evaluation.stats): each arm against the cold start and every pair of
 arms, with McNemar's exact p-value and the paired change with its 95% CI (and a bootstrap CI over
 questions); the minimum detectable effect at 80% power for the measured discordance says what size of
 effect a null result rules out. The cold start is the demo's (10 SFT steps on 128 demonstrations): a
@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.demo import SIZE_FIELDS, DemoConfig, cold_start, grpo_config
-from zerosearch.behaviour import query_copy_rate
-from zerosearch.stats import bootstrap_ci, mcnemar_exact, mde_paired, paired_delta_ci
+from zerosearch.evaluation.behaviour import query_copy_rate
+from zerosearch.evaluation.stats import bootstrap_ci, mcnemar_exact, mde_paired, paired_delta_ci
 
 def _sim_fixed(cfg: dict[str, Any], world: Path) -> None:
     cfg["curriculum"]["fixed"] = 0.5
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--results", default="docs/results", help="where the table and plot go")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 holds up best on a busy machine)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                    help="training's forward passes and the simulator's weights (zerosearch.precision); "
+                    help="training's forward passes and the simulator's weights (zerosearch.agent.precision); "
                          "evaluation stays fp32")
     ap.add_argument("--baseline-path", action="store_true",
                     help="train without the exact speed options (optim.sort_by_length, optim.reuse_sampler_logprobs, "
@@ -116,16 +116,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
 
-    from zerosearch.checkpoint import list_checkpoints
-    from zerosearch.config import TrainConfig, dump_config
-    from zerosearch.data import load_qa, subsample
+    from zerosearch.training.checkpoint import list_checkpoints
+    from zerosearch.training.config import TrainConfig, dump_config
+    from zerosearch.data.qa import load_qa, subsample
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.eval import EvalConfig, run_eval
-    from zerosearch.generation import HFBackend
+    from zerosearch.evaluation.eval import EvalConfig, run_eval
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
-    from zerosearch.prefix_cache import budget_tokens
-    from zerosearch.trainer import train
-    from zerosearch.world import cached_world
+    from zerosearch.agent.prefix_cache import budget_tokens
+    from zerosearch.training.trainer import train
+    from zerosearch.data.world import cached_world
 
     arms = [a for a in args.arms.split(",") if a]
     for a in arms:

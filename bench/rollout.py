@@ -1,6 +1,6 @@
 """Rollout throughput: zerosearch's loop vs the reference code's, same model, prompts and engine, one run.
 
-- ours: `zerosearch.rollout.rollout` with `HFBackend`: only active rows are generated, rows sorted by
+- ours: `zerosearch.agent.rollout.rollout` with `HFBackend`: only active rows are generated, rows sorted by
   length, each row stops at its first `</search>`/`</answer>`, the sampled ids are kept.
 - naive (the reference code's loop, Search-R1 / ZeroSearch): each turn the active rows' contexts are
   re-tokenised from text and re-padded, generated without stop strings up to `max_new_tokens_per_turn`
@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
-from zerosearch.generation import STOP_STRINGS, HFBackend, first_stop
+from zerosearch.agent.generation import STOP_STRINGS, HFBackend, first_stop
 from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION, search_agent_prompt
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.agent.rollout import RolloutConfig, rollout
 
 QUESTIONS = [
     ("What is the capital of France?", "Paris"), ("Who wrote Romeo and Juliet?", "William Shakespeare"),

@@ -3,7 +3,7 @@
 Same model, same batch of real multi-hop demonstrations (built from the world with real BM25), same run:
 
     full       transformers' causal-LM loss: logits [B, T, vocab] at every position
-    head-only  zerosearch.sft.head_only_loss: the decoder, then the head at the labelled positions only
+    head-only  zerosearch.training.sft.head_only_loss: the decoder, then the head at the labelled positions only
 
 each in fp32 and under bf16 autocast (SFTConfig.dtype "bf16-mixed"). Forward + backward + AdamW step,
 median of --repeats after one warm-up step. Also checks that the two losses agree.
@@ -33,12 +33,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from zerosearch.data import load_qa
+    from zerosearch.data.qa import load_qa
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.models import load
-    from zerosearch.sft import _Collator, encode_example, head_only_loss
-    from zerosearch.warmup import corpus_titles, demonstrations
-    from zerosearch.world import cached_world
+    from zerosearch.training.sft import _Collator, encode_example, head_only_loss
+    from zerosearch.training.warmup import corpus_titles, demonstrations
+    from zerosearch.data.world import cached_world
 
     world = cached_world()
     with build_engine(EngineConfig.from_dict({"name": "bm25", "corpus": str(world / "corpus.jsonl"), "k": 3})) as bm25:

@@ -10,13 +10,13 @@ cached) and SmolLM2-135M simulator, 4 questions x 4 samples = 16 trajectories, 4
     optimised  the exact speed options: optim.reuse_sampler_logprobs (the sampler's log-probs are the old
                ones: no extra forward), optim.sort_by_length (micro-batches of similar length, trimmed),
                optim.reuse_kv_cache (each turn feeds only its new tokens; a GRPO group's prompt is prefilled
-               once: zerosearch.prefix_cache), optim.share_prompts (the log-prob and update forwards and the
-               backward run a group's prompt once: zerosearch.packing), optim.loss_token_logits (the LM head
-               only at the loss mask's tokens: zerosearch.head), --threads (1: intra-op threads on an
+               once: zerosearch.agent.prefix_cache), optim.share_prompts (the log-prob and update forwards and the
+               backward run a group's prompt once: zerosearch.training.packing), optim.loss_token_logits (the LM head
+               only at the loss mask's tokens: zerosearch.agent.head), --threads (1: intra-op threads on an
                oversubscribed 2-core box make every op wait for the slowest core)
     bf16       optimised + optim.precision=bf16 (every forward under bf16 autocast; fp32 weights, gradients
                and optimizer) + the simulator's weights in bf16 (engine.dtype): only where this CPU has
-               native bf16 (zerosearch.precision). It changes the numbers, so it is checked differently.
+               native bf16 (zerosearch.agent.precision). It changes the numbers, so it is checked differently.
 
 Each repetition builds every path's trainer from the same weights and runs the same step (same
 questions, same seeds), rotating which goes first, so machine load hits all alike; ratios are of the
@@ -126,7 +126,7 @@ def _timed(fn: Any) -> float:
 
 class Tokens:
     """Hooks on the decoder and the LM head: padded and real tokens processed, logit rows computed, and
-    forward calls. The decoder, not the whole model: the loss-token head (zerosearch.head) calls the
+    forward calls. The decoder, not the whole model: the loss-token head (zerosearch.agent.head) calls the
     decoder and the head separately."""
 
     def __init__(self, model: Any):
@@ -169,8 +169,8 @@ def flops(tok: dict[str, int], n_body: int, head: int, backward: bool = False) -
 
 
 def build(base: dict[str, Any], path: str, run_dir: Path) -> Any:
-    from zerosearch.config import TrainConfig
-    from zerosearch.trainer import Trainer
+    from zerosearch.training.config import TrainConfig
+    from zerosearch.training.trainer import Trainer
 
     cfg = copy.deepcopy(base)
     for section, changes in PATHS[path].items():
@@ -180,7 +180,7 @@ def build(base: dict[str, Any], path: str, run_dir: Path) -> Any:
 
 def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
     """Trainer.step's stages, each timed, with tokens counted per model."""
-    from zerosearch.rollout import collate, rollout
+    from zerosearch.agent.rollout import collate, rollout
 
     torch.set_num_threads(threads)
     n_body = sum(p.numel() for n, p in trainer.policy.named_parameters() if "embed_tokens" not in n)
@@ -233,7 +233,7 @@ def one_step(trainer: Any, step: int, threads: int) -> dict[str, Any]:
 
 def _fp32_logprobs(trainer: Any, batch: dict[str, Any]) -> Any:
     """The old log-probs recomputed in plain fp32 by the same (not yet updated) weights."""
-    from zerosearch.rollout import compute_logprobs
+    from zerosearch.agent.rollout import compute_logprobs
 
     trainer.policy.eval()
     return compute_logprobs(trainer.policy, batch, trainer._temperature(), trainer.cfg.optim.micro_batch_size).cpu()
@@ -305,7 +305,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from zerosearch.demo import DemoConfig, grpo_config
-    from zerosearch.world import cached_world
+    from zerosearch.data.world import cached_world
 
     world = cached_world()
     start = policy_start(args, world)

@@ -17,10 +17,10 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "replication.py"
 def test_replication_bench_smoke_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path / "cache"))
-    from zerosearch.world import WorldConfig, cached_world
+    from zerosearch.data.world import WorldConfig, cached_world
 
     small = WorldConfig(n_people=12, n_places=6, n_orgs=6, n_works=6, n_questions=40)
-    monkeypatch.setattr("zerosearch.world.cached_world", lambda cfg=None, world_dir=None: cached_world(small, world_dir))
+    monkeypatch.setattr("zerosearch.data.world.cached_world", lambda cfg=None, world_dir=None: cached_world(small, world_dir))
     spec = importlib.util.spec_from_file_location("replication_bench", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -23,10 +23,10 @@ def load_bench():
 
 def test_step_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path / "cache"))
-    from zerosearch.world import WorldConfig, cached_world
+    from zerosearch.data.world import WorldConfig, cached_world
 
     small = WorldConfig(n_people=12, n_places=6, n_orgs=6, n_works=6, n_questions=40)
-    monkeypatch.setattr("zerosearch.world.cached_world", lambda cfg=None, world_dir=None: cached_world(small, world_dir))
+    monkeypatch.setattr("zerosearch.data.world.cached_world", lambda cfg=None, world_dir=None: cached_world(small, world_dir))
     bench = load_bench()
     monkeypatch.setattr(sys, "argv", ["step.py", "--policy", "tiny-random", "--model", "tiny-random", "--questions", "1",
                                       "--group", "2", "--reps", "2", "--baseline-threads", "1"])
@@ -61,7 +61,7 @@ def test_paths_must_start_with_the_baseline(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sys, "argv", ["step.py", "--paths", "optimised,baseline", "--policy", "tiny-random"])
     monkeypatch.setattr(bench, "cpu_peak", lambda: {"bf16_native": True, "peak_gflops_fp32": 1.0})
     monkeypatch.setattr(bench, "bandwidth_gbs", lambda: 1.0)
-    monkeypatch.setattr("zerosearch.world.cached_world", lambda cfg=None, world_dir=None: Path("."))
+    monkeypatch.setattr("zerosearch.data.world.cached_world", lambda cfg=None, world_dir=None: Path("."))
     with pytest.raises(SystemExit, match="baseline first"):
         bench.main()
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from zerosearch.curriculum import Curriculum, FixedSchedule, draw_mode, schedule_from_state
+from zerosearch.training.curriculum import Curriculum, FixedSchedule, draw_mode, schedule_from_state
 
 
 def test_endpoints_and_clamping():

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zerosearch.data import DataError, ReadReport, data_hash, load_qa, read_qa, subsample, write_qa
+from zerosearch.data.qa import DataError, ReadReport, data_hash, load_qa, read_qa, subsample, write_qa
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -60,10 +60,10 @@ def test_eval_progress_lines_give_elapsed_and_eta(capsys: pytest.CaptureFixture[
 def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ZEROSEARCH_CACHE", str(tmp_path / "cache"))
-    from zerosearch.world import WorldConfig, cached_world
+    from zerosearch.data.world import WorldConfig, cached_world
 
     small = WorldConfig(n_people=12, n_places=6, n_orgs=6, n_works=6, n_questions=40)
-    monkeypatch.setattr("zerosearch.world.cached_world", lambda cfg=None, world_dir=None: cached_world(small, world_dir))
+    monkeypatch.setattr("zerosearch.data.world.cached_world", lambda cfg=None, world_dir=None: cached_world(small, world_dir))
     cfg = DemoConfig(model="tiny-random", eval_size=3, warmup_examples=4, warmup_steps=1, warmup_batch=2, steps=2,
                      questions_per_step=1, group_size=2, max_tokens=4)
     report = run_demo(cfg, tmp_path / "out", progress=False)
@@ -92,7 +92,7 @@ def test_demo_end_to_end_with_tiny_random(tmp_path: Path, monkeypatch: pytest.Mo
 def test_precision_reaches_training_and_the_simulator_only(tmp_path: Path) -> None:
     """--precision bf16 sets the trainer's autocast and the simulator's weights; fp32 keeps the engine's
     device default; the config validates either way."""
-    from zerosearch.config import TrainConfig
+    from zerosearch.training.config import TrainConfig
     from zerosearch.demo import grpo_config
 
     for precision, dtype in (("fp32", "auto"), ("bf16", "bfloat16")):

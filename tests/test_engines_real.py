@@ -423,7 +423,7 @@ def test_dense_retrieves_offline(corpus, monkeypatch):
 @pytest.mark.integration
 @pytest.mark.skipif(not (SHARED / "wiki_mini_corpus.jsonl").is_file(), reason=f"shared data not found at {SHARED}")
 def test_bm25_recall_on_hotpotqa(tmp_path):
-    from zerosearch.data import read_qa
+    from zerosearch.data.qa import read_qa
     from zerosearch.reward import normalize_answer
 
     t0 = time.perf_counter()
@@ -451,7 +451,7 @@ def test_title_field_and_quoted_line_are_not_repeated():
 
 def test_bm25_finds_single_hop_supporting_passages_in_the_synthetic_world(tmp_path):
     from zerosearch.io import read_jsonl
-    from zerosearch.world import ensure_world
+    from zerosearch.data.world import ensure_world
 
     world = ensure_world(tmp_path / "world")
     questions = [q for split in ("dev", "test") for q in read_jsonl(world / f"{split}.jsonl") if q["hops"] == 1]
@@ -465,8 +465,8 @@ def test_bm25_finds_single_hop_supporting_passages_in_the_synthetic_world(tmp_pa
 
 
 def test_corpus_world_resolves_to_the_data_world_or_the_built_in_one(tmp_path):
-    from zerosearch.trainer import engine_config
-    from zerosearch.world import WorldConfig, cached_world
+    from zerosearch.training.trainer import engine_config
+    from zerosearch.data.world import WorldConfig, cached_world
 
     cfg = EngineConfig(name="bm25", corpus="world")
     data_world = tmp_path / "from-data"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from zerosearch.cli import main
-from zerosearch.data import QARecord, write_qa
+from zerosearch.data.qa import QARecord, write_qa
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.eval import AnswerBlind, EvalConfig, compare_table, markdown_table, run_eval, summarize
+from zerosearch.evaluation.eval import AnswerBlind, EvalConfig, compare_table, markdown_table, run_eval, summarize
 from zerosearch.io import read_jsonl
 
 
@@ -31,7 +31,7 @@ class RecordingEngine(SearchEngine):
 
 @pytest.fixture(scope="module")
 def tiny() -> tuple[Any, Any]:
-    from zerosearch.generation import HFBackend
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
 
     model, tok = load("tiny-random", seed=0)
@@ -64,7 +64,7 @@ def test_summary_on_known_predictions_is_the_macro_average() -> None:
 
 
 def test_untagged_answers_fall_back_to_the_first_line_outside_think() -> None:
-    from zerosearch.eval import untagged_answer
+    from zerosearch.evaluation.eval import untagged_answer
 
     assert untagged_answer("Paris is the capital.\nMore text") == "Paris is the capital."
     assert untagged_answer("<think> hmm\nstill thinking </think>\n\n Paris \n") == "Paris"
@@ -214,7 +214,7 @@ def test_duplicate_question_ids_are_refused_by_name(tmp_path):
 
 
 def test_results_record_the_protocol_and_the_leaderboard_export_round_trips(tiny: Any, tmp_path: Path) -> None:
-    from zerosearch.protocol import read_result
+    from zerosearch.evaluation.protocol import read_result
 
     backend, tok = tiny
     cfg = EvalConfig(methods=["direct", "search-agent"], **FAST)
@@ -232,7 +232,7 @@ def test_results_record_the_protocol_and_the_leaderboard_export_round_trips(tiny
     assert board["results"]["alpha"] == {"exact_match": result["summary"]["search-agent"]["alpha"]["em"]}
     assert board["config"]["protocol"] == p and board["config"]["method"] == "search-agent"
     # Round trip, on numbers that are not all zero (a random policy scores 0): EM, F1, cover-EM, n per dataset.
-    from zerosearch.protocol import write_leaderboard
+    from zerosearch.evaluation.protocol import write_leaderboard
 
     per = {"nq": {"n": 7, "em": 2 / 7, "f1": 0.4, "cover_em": 3 / 7}, "hotpotqa": {"n": 5, "em": 0.2, "f1": 0.35, "cover_em": 0.6}}
     per["avg"] = {"n": 12, **{k: (per["nq"][k] + per["hotpotqa"][k]) / 2 for k in ("em", "f1", "cover_em")}}
@@ -244,7 +244,7 @@ def test_results_record_the_protocol_and_the_leaderboard_export_round_trips(tiny
 
 
 def test_protocol_differences_are_named_and_refused_unless_allowed() -> None:
-    from zerosearch.protocol import check_comparable, compare_protocols
+    from zerosearch.evaluation.protocol import check_comparable, compare_protocols
 
     base = {"engine": {"name": "bm25", "identity": "bm25:c:sha256=1"}, "k": 3, "max_turns": 4,  # (rag: no turns)
             "sampling": {"temperature": 0.0, "top_p": 1.0, "seed": 0}, "prompt_template": {"rag": {"sha256": "a"}}}

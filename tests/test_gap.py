@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from zerosearch.cli import main
-from zerosearch.data import QARecord, write_qa
+from zerosearch.data.qa import QARecord, write_qa
 from zerosearch.engines import EngineConfig
-from zerosearch.gap import engine_configs, gap_table, paired_gap
+from zerosearch.evaluation.gap import engine_configs, gap_table, paired_gap
 
 
 def _p(em: float, f1: float, searches: int = 1, answered: bool = True) -> dict:

@@ -1,4 +1,4 @@
-"""The LM head at the loss mask's tokens only (zerosearch.head) computes what the full forward computes
+"""The LM head at the loss mask's tokens only (zerosearch.agent.head) computes what the full forward computes
 there: the same log-probs, entropies and gradients (float64, so anything beyond rounding is a bug), 0
 elsewhere; and models whose logits are not a plain head of the hidden state keep the full forward."""
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from test_packing import trajectories
-from zerosearch.head import split_head
-from zerosearch.packing import shared_prompt_logprobs
-from zerosearch.rollout import collate, compute_logprobs
+from zerosearch.agent.head import split_head
+from zerosearch.training.packing import shared_prompt_logprobs
+from zerosearch.agent.rollout import collate, compute_logprobs
 
 
 @pytest.fixture(scope="module")

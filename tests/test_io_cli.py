@@ -59,7 +59,7 @@ def test_cli_help_lists_commands_and_version(capsys):
 
 def test_import_is_light():
     # `import zerosearch` (and the CLI parser) must not pull in torch/transformers.
-    code = ("import sys, zerosearch, zerosearch.cli, zerosearch.data, zerosearch.reward, zerosearch.prompts; "
+    code = ("import sys, zerosearch, zerosearch.cli, zerosearch.data.qa, zerosearch.reward, zerosearch.prompts; "
             "zerosearch.cli.build_parser(); "
             "print(json.dumps([m for m in ('torch', 'transformers') if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)

@@ -12,7 +12,7 @@ from zerosearch.engines import SearchRequest
 from zerosearch.engines.leak import REASON_NOISY, REASON_OFF_TOPIC, LeakGuard, entity_words
 from zerosearch.engines.sim_backends import Generation
 from zerosearch.engines.simulated import SimulatedEngine
-from zerosearch.world import WorldConfig, generate_world
+from zerosearch.data.world import WorldConfig, generate_world
 
 BENCH_QUERIES = Path(__file__).resolve().parents[1] / "bench" / "leak_queries.jsonl"
 TITANIC = "Where was the director of Titanic born?"

@@ -9,7 +9,7 @@ import pytest
 from fakes import StatelessSimBackend
 
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.monitors import (
+from zerosearch.training.monitors import (
     CollapseMonitor,
     EngineCheckError,
     EngineCounters,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from zerosearch.behaviour import by_hops, hops_markdown, query_copy_rate
-from zerosearch.data import QARecord
+from zerosearch.evaluation.behaviour import by_hops, hops_markdown, query_copy_rate
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.query_plans import RELATIONS, hops_of, hotpot_plan, world_plan
-from zerosearch.warmup import ColdStartMix, demonstrations
-from zerosearch.world import WorldConfig, generate_world
+from zerosearch.data.query_plans import RELATIONS, hops_of, hotpot_plan, world_plan
+from zerosearch.training.warmup import ColdStartMix, demonstrations
+from zerosearch.data.world import WorldConfig, generate_world
 
 ORG = Document(title="Kasat Shipyards", text="The Kasat Shipyards was founded by Varnel Odrasi in 1902.",
                source="fake", id="w1")

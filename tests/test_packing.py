@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from fakes import logprob_atol
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.generation import HFBackend
-from zerosearch.packing import length_sorted, logprobs_by_length, prompt_sorted, shared_prompt_logprobs, trim_columns
-from zerosearch.rollout import RolloutConfig, collate, compute_logprobs, rollout
+from zerosearch.agent.generation import HFBackend
+from zerosearch.training.packing import length_sorted, logprobs_by_length, prompt_sorted, shared_prompt_logprobs, trim_columns
+from zerosearch.agent.rollout import RolloutConfig, collate, compute_logprobs, rollout
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_the_optimised_trainer_step_computes_the_same_update(tmp_path) -> None:
     """Same rollout (same tokens), then _rollout_batch + update with both flags off and on: the same
     old log-probs (to float noise) and the same losses and gradient norm."""
     from test_trainer import DocsEngine, make_cfg
-    from zerosearch.trainer import Trainer
+    from zerosearch.training.trainer import Trainer
 
     results = {}
     variants = {"plain": [], "sorted": ["optim.sort_by_length=true", "optim.reuse_sampler_logprobs=true"],
@@ -126,7 +126,7 @@ def test_the_optimised_trainer_step_computes_the_same_update(tmp_path) -> None:
 def test_without_the_loss_mask_the_old_logprobs_are_recomputed(tmp_path) -> None:
     """Inserted tokens have no sampler log-prob: training on them needs the real forward."""
     from test_trainer import DocsEngine, make_cfg
-    from zerosearch.trainer import Trainer
+    from zerosearch.training.trainer import Trainer
 
     cfg = make_cfg(tmp_path, "train.loss_mask=false", "optim.reuse_sampler_logprobs=true", "rollout.max_turns=2",
                    "rollout.max_new_tokens_per_turn=8")

@@ -1,4 +1,4 @@
-"""optim.precision=bf16 (zerosearch.precision): every forward pass of a step runs under bf16 autocast while
+"""optim.precision=bf16 (zerosearch.agent.precision): every forward pass of a step runs under bf16 autocast while
 weights, gradients and optimizer state stay fp32; it is refused where bf16 is not native; the simulator's
 weights can be bf16 (engine.dtype). That it still learns: test_trainer's learning-direction test, bf16 case."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zerosearch import precision
-from zerosearch.rollout import collate, compute_logprobs, rollout
-from zerosearch.trainer import Trainer
+from zerosearch.agent import precision
+from zerosearch.agent.rollout import collate, compute_logprobs, rollout
+from zerosearch.training.trainer import Trainer
 
 from test_trainer import DocsEngine, make_cfg
 

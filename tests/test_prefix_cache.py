@@ -1,4 +1,4 @@
-"""KV reuse across turns (zerosearch.prefix_cache) changes no sample: the same tokens and log-probs as a
+"""KV reuse across turns (zerosearch.agent.prefix_cache) changes no sample: the same tokens and log-probs as a
 fresh prefill, greedy and sampled, across micro-batches, a GRPO group's shared prompt and a weight update;
 and it really feeds fewer tokens. The model runs in float64 so that the two paths' different float
 reduction orders cannot flip a near-tie and the comparison can be exact."""
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from zerosearch.data import QARecord
-from zerosearch.generation import HFBackend
-from zerosearch.prefix_cache import PrefixCache, common_prefix, unsupported
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.data.qa import QARecord
+from zerosearch.agent.generation import HFBackend
+from zerosearch.agent.prefix_cache import PrefixCache, common_prefix, unsupported
+from zerosearch.agent.rollout import RolloutConfig, rollout
 from test_packing import QUESTIONS, Docs
 
 

@@ -30,12 +30,12 @@ import yaml
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from zerosearch.config import TrainConfig, load_train_config
-from zerosearch.data import DataError, QARecord, load_qa, read_qa
+from zerosearch.training.config import TrainConfig, load_train_config
+from zerosearch.data.qa import DataError, QARecord, load_qa, read_qa
 from zerosearch.engines.base import Document, SearchEngine, format_documents
 from zerosearch.engines.corpus import Corpus, passage
 from zerosearch.engines.sim_prompts import ParsedDoc, parse_documents, render_documents
-from zerosearch.generation import GenOutput
+from zerosearch.agent.generation import GenOutput
 from zerosearch.prompts import FORCE_ANSWER, INVALID_ACTION
 from zerosearch.reward import (
     cover_exact_match,
@@ -46,7 +46,7 @@ from zerosearch.reward import (
     is_valid_format,
     normalize_answer,
 )
-from zerosearch.rollout import _ACTION, RolloutConfig, Trajectory, collate, information_ids, rollout
+from zerosearch.agent.rollout import _ACTION, RolloutConfig, Trajectory, collate, information_ids, rollout
 
 TAGS = ("search", "answer", "think", "information")
 
@@ -365,7 +365,7 @@ def test_any_bytes_in_a_qa_file_give_rows_or_an_error_naming_file_and_line(data,
             assert all(isinstance(r, QARecord) and r.question and r.golden_answers for r in records)
             assert len({r.id for r in records}) == len(records)
         if suffix == ".jsonl":  # skip_bad never raises: each non-blank line is a record or a skip
-            from zerosearch.data import ReadReport
+            from zerosearch.data.qa import ReadReport
 
             report = ReadReport(str(path))
             records = read_qa(path, skip_bad=True, report=report)

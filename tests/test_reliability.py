@@ -463,7 +463,7 @@ def test_a_serpapi_key_is_redacted_in_every_encoding(monkeypatch, caplog):
 
 
 def test_stale_checkpoint_partials_are_removed_on_resume_but_not_while_a_save_runs(tmp_path):
-    from zerosearch.checkpoint import list_checkpoints
+    from zerosearch.training.checkpoint import list_checkpoints
 
     root = tmp_path / "checkpoints"
     good = root / "step-000005"
@@ -489,7 +489,7 @@ def test_stale_checkpoint_partials_are_removed_on_resume_but_not_while_a_save_ru
 
 @pytest.fixture(scope="module")
 def tiny_policy():
-    from zerosearch.generation import HFBackend
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
 
     model, tok = load("tiny-random", seed=0)
@@ -497,14 +497,14 @@ def tiny_policy():
 
 
 def _records():
-    from zerosearch.data import QARecord
+    from zerosearch.data.qa import QARecord
 
     return [QARecord(id=f"q{i}", question=f"Who founded town {i}?", golden_answers=[f"F{i}"], data_source="ds")
             for i in range(3)]
 
 
 def test_a_duplicated_prediction_line_is_refused_with_file_and_line(tiny_policy, tmp_path):
-    from zerosearch.eval import EvalConfig, run_eval
+    from zerosearch.evaluation.eval import EvalConfig, run_eval
 
     backend, tok = tiny_policy
     cfg = EvalConfig(methods=["direct"], answer_tokens=2)
@@ -521,7 +521,7 @@ def test_a_duplicated_prediction_line_is_refused_with_file_and_line(tiny_policy,
 
 
 def test_two_evaluations_into_one_folder_at_once_are_refused(tiny_policy, tmp_path):
-    from zerosearch.eval import EvalConfig, run_eval
+    from zerosearch.evaluation.eval import EvalConfig, run_eval
 
     backend, tok = tiny_policy
     cfg = EvalConfig(methods=["direct"], answer_tokens=2)
@@ -564,7 +564,7 @@ def test_a_corpus_with_duplicate_ids_is_refused_naming_both_lines(tmp_path):
 
 
 def test_a_qa_file_with_non_utf8_bytes_names_file_and_line_and_skip_bad_skips_it(tmp_path):
-    from zerosearch.data import DataError, ReadReport, read_qa
+    from zerosearch.data.qa import DataError, ReadReport, read_qa
 
     good = json.dumps({"id": "1", "question": "q one?", "golden_answers": ["a"]}).encode()
     bad = b'{"id": "2", "question": "caf\xe9?", "golden_answers": ["b"]}'

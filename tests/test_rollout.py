@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from fakes import logprob_atol
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
-from zerosearch.generation import STOP_STRINGS, GenOutput, HFBackend, VLLMBackend, first_stop
+from zerosearch.agent.generation import STOP_STRINGS, GenOutput, HFBackend, VLLMBackend, first_stop
 from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION
-from zerosearch.rollout import RolloutConfig, collate, compute_logprobs, encode_prompt, rollout
+from zerosearch.agent.rollout import RolloutConfig, collate, compute_logprobs, encode_prompt, rollout
 
 
 @pytest.fixture(scope="module")

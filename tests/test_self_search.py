@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import torch
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines import EngineConfig, build_engine
 from zerosearch.engines.base import SearchRequest
 from zerosearch.engines.self_search import SelfSearchEngine, bind_policy
-from zerosearch.generation import STOP_STRINGS, GenOutput
+from zerosearch.agent.generation import STOP_STRINGS, GenOutput
 from zerosearch.models import load
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.agent.rollout import RolloutConfig, rollout
 
 GOLD = "Zorbalunde"  # a word in no prompt, so finding it anywhere means the gold answer leaked
 QUESTION = "Which city hosts the Quixwell archive?"
@@ -124,7 +124,7 @@ class SearchFirst:
 def test_a_training_step_runs_with_the_self_engine(tmp_path) -> None:
     from test_trainer import make_cfg
 
-    from zerosearch.trainer import Trainer
+    from zerosearch.training.trainer import Trainer
 
     cfg = make_cfg(tmp_path, "engine={name: self, k: 2, max_new_tokens: 12, doc_words: 5}", "train.eval_every=0",
                    "rollout.max_new_tokens_per_turn=16")
@@ -148,7 +148,7 @@ def test_a_training_step_runs_with_the_self_engine(tmp_path) -> None:
 def test_the_self_config_loads_and_builds_its_engine() -> None:
     from pathlib import Path
 
-    from zerosearch.config import load_train_config
+    from zerosearch.training.config import load_train_config
 
     cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "smol-self.yaml", [])
     engine = build_engine(EngineConfig.from_dict(cfg.engine))

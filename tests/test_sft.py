@@ -7,11 +7,11 @@ import json
 import pytest
 
 from zerosearch.cli import main
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.models import load
-from zerosearch.sft import IGNORE, SFTConfig, encode_example, read_examples, sft
-from zerosearch.warmup import ColdStartMix, demonstrations
+from zerosearch.training.sft import IGNORE, SFTConfig, encode_example, read_examples, sft
+from zerosearch.training.warmup import ColdStartMix, demonstrations
 
 
 class OneDocEngine(SearchEngine):
@@ -82,7 +82,7 @@ def test_warmup_cli_end_to_end(tmp_path):
 def test_head_only_loss_equals_the_full_logits_loss(tok):
     import torch
 
-    from zerosearch.sft import _Collator, head_only_loss
+    from zerosearch.training.sft import _Collator, head_only_loss
 
     model, _ = load("tiny-random")
     ex = {"prompt": "Q?", "segments": [["<search> q </search>", True], ["<information>some docs</information>", False],

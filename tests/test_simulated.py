@@ -274,7 +274,7 @@ def test_engine_layer_never_imports_a_higher_layer():
 
     import zerosearch.engines as engines_pkg
 
-    higher = ("zerosearch.curriculum", "zerosearch.trainer", "zerosearch.rollout", "zerosearch.eval",
+    higher = ("zerosearch.training.curriculum", "zerosearch.training.trainer", "zerosearch.agent.rollout", "zerosearch.evaluation.eval",
               "zerosearch.cli", "zerosearch.demo")
     bad = []
     for path in sorted(Path(engines_pkg.__file__).parent.glob("*.py")):
@@ -288,7 +288,7 @@ def test_engine_layer_never_imports_a_higher_layer():
 def test_curriculum_still_exports_the_draw():
     import random
 
-    from zerosearch import curriculum
+    from zerosearch.training import curriculum
     from zerosearch.engines import noise
 
     assert curriculum.draw_mode is noise.draw_mode

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from zerosearch.cli import main
-from zerosearch.data import QARecord, write_qa
+from zerosearch.data.qa import QARecord, write_qa
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.engines.sim_backends import Generation
 from zerosearch.engines.sim_prompts import render_sim_prompt
 from zerosearch.engines.simulated import SimulatedEngine
-from zerosearch.generation import GenOutput
+from zerosearch.agent.generation import GenOutput
 from zerosearch.io import read_jsonl
-from zerosearch.rollout import RolloutConfig
+from zerosearch.agent.rollout import RolloutConfig
 from zerosearch.simulator.build_sft import build_sft, read_trajectories
 from zerosearch.simulator.collect import collect
 from zerosearch.simulator.judge import judge, markdown, with_queries

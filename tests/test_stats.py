@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from zerosearch.stats import bootstrap_ci, mcnemar_exact, mde_paired, paired_delta_ci
+from zerosearch.evaluation.stats import bootstrap_ci, mcnemar_exact, mde_paired, paired_delta_ci
 
 
 def test_mcnemar_exact_against_hand_computed_binomial_tails() -> None:

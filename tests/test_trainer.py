@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from zerosearch.config import load_train_config
+from zerosearch.training.config import load_train_config
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.generation import GenOutput
+from zerosearch.agent.generation import GenOutput
 from zerosearch.io import read_jsonl
 from zerosearch.models import load
-from zerosearch.rollout import collate, rollout
-from zerosearch.trainer import Trainer
+from zerosearch.agent.rollout import collate, rollout
+from zerosearch.training.trainer import Trainer
 
 VOLATILE = ("time_", "tokens_per_s")  # wall-clock figures differ between any two runs
 
@@ -197,7 +197,7 @@ NO_KL = {"grpo": "kl_loss_coef: 0.0", "reinforce": "kl_loss_coef: 0.0", "ppo": "
 
 
 def _bf16(algo: str) -> Any:
-    from zerosearch.precision import bf16_native
+    from zerosearch.agent.precision import bf16_native
 
     return pytest.param(algo, "bf16", marks=pytest.mark.skipif(not bf16_native("cuda" if torch.cuda.is_available() else "cpu"),
                                                                reason="no native bf16 here"))
@@ -207,7 +207,7 @@ def _bf16(algo: str) -> Any:
                                                  ("reinforce", "fp32"), _bf16("grpo")])
 def test_each_algorithm_raises_the_probability_of_the_rewarded_answer(tmp_path, algo, precision):
     # Weight decay 0: nothing but the policy-gradient moves the weights, so the direction is the test.
-    # bf16: the same test under bf16 autocast (zerosearch.precision); the margin is still scored in fp32.
+    # bf16: the same test under bf16 autocast (zerosearch.agent.precision); the margin is still scored in fp32.
     trainer = Trainer(make_cfg(tmp_path, "train.steps=4", "rollout.n=4", "rollout.max_new_tokens_per_turn=30",
                                "optim.weight_decay=0.0", "train.eval_every=0", f"optim.precision={precision}",
                                f"algorithm={{name: {algo}, {NO_KL[algo]}, entropy_coef: 0.0}}"),
@@ -219,7 +219,7 @@ def test_each_algorithm_raises_the_probability_of_the_rewarded_answer(tmp_path, 
 
     def margin() -> float:
         ro = rollout([rec], trainer.backend, trainer.tok, trainer.engine, trainer.rollout_cfg)
-        from zerosearch.rollout import compute_logprobs
+        from zerosearch.agent.rollout import compute_logprobs
 
         lp = compute_logprobs(trainer.policy, collate(ro, trainer.tok.pad_token_id)).sum(-1)
         assert [t.reward for t in ro] == [1.0, 0.0, 1.0, 0.0]
@@ -296,7 +296,7 @@ def test_dev_engine_is_never_gold_seeing(tmp_path):
 def test_dev_engine_config_for_each_source():
     """dev_engine_config's four cases: an explicit eval_engine; a real training engine reused; a simulator with
     world dev data -> BM25 over the world; a simulator with other dev data -> the same simulator, answer-blind."""
-    from zerosearch.dev_eval import dev_engine_config
+    from zerosearch.evaluation.dev_eval import dev_engine_config
 
     sim = {"name": "simulated", "model": "tiny-random", "k": 4, "temperature": 0.3}
     assert dev_engine_config(sim, {"name": "bm25", "corpus": "c.jsonl"}, "world", True).corpus == "c.jsonl"
@@ -309,7 +309,7 @@ def test_dev_engine_config_for_each_source():
 
 
 def test_sampler_logprobs_equal_the_trainers_old_logprobs_on_the_same_ids(tmp_path):
-    from zerosearch.rollout import Trajectory, encode_prompt
+    from zerosearch.agent.rollout import Trajectory, encode_prompt
 
     trainer = Trainer(make_cfg(tmp_path, "rollout.temperature=0.7", "train.eval_every=0"), tmp_path / "run",
                       progress=False, engine=DocsEngine())
@@ -396,15 +396,15 @@ def test_engine_counters_are_logged_per_step_and_samples_keep_their_documents(tm
 
 
 def test_a_dead_engine_fails_at_start_up_with_one_line(tmp_path):
-    from zerosearch.monitors import EngineCheckError
+    from zerosearch.training.monitors import EngineCheckError
 
     with pytest.raises(EngineCheckError, match=r"training engine 'flaky' returned no usable documents .*\(dead\)"):
         Trainer(make_cfg(tmp_path), tmp_path / "run", progress=False, engine=FlakyEngine(good=0))
 
 
 def test_steps_with_failed_searches_are_skipped_and_a_failing_run_stops_cleanly(tmp_path):
-    from zerosearch.checkpoint import list_checkpoints
-    from zerosearch.monitors import TrainingHalted
+    from zerosearch.training.checkpoint import list_checkpoints
+    from zerosearch.training.monitors import TrainingHalted
 
     # Good for the start-up check and step 1; dead from step 2 on: steps 2 and 3 are skipped, 3 halts.
     cfg = make_cfg(tmp_path, SEARCHY, "train.steps=5", "train.eval_every=0", "train.max_consecutive_failed_steps=2")
@@ -461,8 +461,8 @@ def test_every_shipped_config_validates():
 
 
 def test_a_collapse_alarm_can_stop_the_run_keeping_the_last_good_checkpoint(tmp_path):
-    from zerosearch.checkpoint import list_checkpoints
-    from zerosearch.monitors import TrainingHalted
+    from zerosearch.training.checkpoint import list_checkpoints
+    from zerosearch.training.monitors import TrainingHalted
 
     # A KL limit no update can stay under: step 1 (policy = reference, KL 0) is fine, step 2 alarms and stops.
     cfg = make_cfg(tmp_path, "train.steps=4", "train.eval_every=0", "algorithm={name: grpo, kl_loss_coef: 0.1}",

@@ -20,17 +20,17 @@ from pathlib import Path
 import pytest
 
 from zerosearch.cli import main
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, format_documents
-from zerosearch.eval import _row
+from zerosearch.evaluation.eval import _row
 from zerosearch.io import read_jsonl
-from zerosearch.metrics import MetricsLogger
+from zerosearch.training.metrics import MetricsLogger
 from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION
-from zerosearch.rollout import Trajectory
-from zerosearch.trainer import _sample
+from zerosearch.agent.rollout import Trajectory
+from zerosearch.training.trainer import _sample
 from zerosearch.viewer import load_run, write_page
 from zerosearch.viewer.build import compact_mask, compare_pairs, information_block
-from zerosearch.mask_runs import loss_mask_runs
+from zerosearch.training.mask_runs import loss_mask_runs
 from zerosearch.viewer.page import embed_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ QUESTIONS = [("q1", "What is the capital of Kelvora?", ["Velm"]), ("q2", "Who fo
 
 
 def write_eval(folder: Path, answers: dict[str, str | None], engine: str = "bm25") -> None:
-    """predictions.jsonl through zerosearch.eval._row (search-agent rows) and an eval.json header."""
+    """predictions.jsonl through zerosearch.evaluation.eval._row (search-agent rows) and an eval.json header."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for id_, q, gold in QUESTIONS:

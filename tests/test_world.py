@@ -4,9 +4,9 @@ import re
 import pytest
 
 from zerosearch.cli import main
-from zerosearch.data import read_qa
+from zerosearch.data.qa import read_qa
 from zerosearch.reward import normalize_answer
-from zerosearch.world import SPLITS, WorldConfig, ensure_world, generate_world, write_world
+from zerosearch.data.world import SPLITS, WorldConfig, ensure_world, generate_world, write_world
 
 FILES = ("corpus.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "world.json")
 SMALL = dict(n_people=60, n_places=20, n_orgs=20, n_works=30, n_questions=200)

@@ -10,7 +10,7 @@
     6. after       the trained policy evaluated with real BM25, which never sees an answer
     7. report      report.md + PNG plots in a fresh run folder (an earlier report is never overwritten):
                    before / cold start / after, and the paired change of each stage with its CI and
-                   McNemar p (zerosearch.stats) on the same questions
+                   McNemar p (zerosearch.evaluation.stats) on the same questions
 
 Every number in the report is measured in this run; the sizes are flags (`DemoConfig`).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from zerosearch.io import atomic_write_text, cache_dir
-from zerosearch.precision import resolve as resolve_precision
+from zerosearch.agent.precision import resolve as resolve_precision
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DemoConfig:
     warmup_steps: int = 16
     warmup_batch: int = 8
     warmup_lr: float = 1e-4
-    # The cold start's demonstrations by kind (zerosearch.warmup.ColdStartMix): two-hop chains, one-hop
+    # The cold start's demonstrations by kind (zerosearch.training.warmup.ColdStartMix): two-hop chains, one-hop
     # recoveries, verbatim-question searches; the one-hop rest queries entity + relation.
     two_hop_share: float = 0.5
     recovery_share: float = 0.1
@@ -53,7 +53,7 @@ class DemoConfig:
     k: int = 3
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0: auto (`auto_threads`)
-    # Training's forward passes and the simulator's weights (zerosearch.precision): "bf16" makes a step
+    # Training's forward passes and the simulator's weights (zerosearch.agent.precision): "bf16" makes a step
     # ~1.5x faster than fp32 where bf16 is native, and changes the numbers; "auto" takes bf16 where it is native,
     # else fp32. Evaluation always runs in fp32, the same instrument for every stage.
     precision: str = "auto"
@@ -155,15 +155,15 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, progress: bool = True) -> Path
     """Run every stage; return the path of report.md."""
     import torch
 
-    from zerosearch.config import TrainConfig
-    from zerosearch.data import load_qa, subsample
+    from zerosearch.training.config import TrainConfig
+    from zerosearch.data.qa import load_qa, subsample
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.eval import EvalConfig, run_eval
-    from zerosearch.generation import HFBackend
+    from zerosearch.evaluation.eval import EvalConfig, run_eval
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
-    from zerosearch.prefix_cache import budget_tokens
-    from zerosearch.trainer import train
-    from zerosearch.world import cached_world
+    from zerosearch.agent.prefix_cache import budget_tokens
+    from zerosearch.training.trainer import train
+    from zerosearch.data.world import cached_world
 
     run = next_run_dir(out)
     stages = Stages(_WEIGHTS)
@@ -237,9 +237,9 @@ def is_cold_start_cached(cfg: DemoConfig, world: Path) -> bool:
 
 def cold_start(cfg: DemoConfig, world: Path, engine: Any, *, progress: bool = True, save_steps: int = 0) -> str:
     """The warmed-up policy, from the cache when this exact setting ran before."""
-    from zerosearch.data import load_qa
-    from zerosearch.sft import SFTConfig
-    from zerosearch.warmup import ColdStartMix, corpus_titles, warm_start
+    from zerosearch.data.qa import load_qa
+    from zerosearch.training.sft import SFTConfig
+    from zerosearch.training.warmup import ColdStartMix, corpus_titles, warm_start
 
     folder = cold_start_folder(cfg, world)
     if is_cold_start_cached(cfg, world):
@@ -299,7 +299,7 @@ def _eval_bar(enabled: bool) -> Any:
 def write_report(run: Path, cfg: DemoConfig, before: dict[str, Any], after: dict[str, Any],
                  seconds: dict[str, float], world: Path) -> Path:
     from zerosearch.io import read_jsonl
-    from zerosearch.metrics import plot_run
+    from zerosearch.training.metrics import plot_run
 
     plot_run(run / "train" / "metrics.jsonl", run / "training.png", keys=("reward", "noise_prob", "searches", "kl"))
     _plot_before_after(before, after, run / "em_before_after.png")
@@ -346,7 +346,7 @@ def rl_contribution(run: Path, cfg: DemoConfig, method: str = "search-agent") ->
     """The search agent before / after the cold start / after RL on the same questions, and each stage's
     paired change: questions it turned right / wrong, the EM change with its 95% CI, McNemar's exact p."""
     from zerosearch.io import read_jsonl
-    from zerosearch.stats import mcnemar_exact, mde_paired, paired_delta_ci
+    from zerosearch.evaluation.stats import mcnemar_exact, mde_paired, paired_delta_ci
 
     folders = {"before": "eval-before", "cold start": "eval-cold-start", "after": "eval-after"}
     rows = {k: {r["id"]: r for r in read_jsonl(run / f / "predictions.jsonl") if r["method"] == method}
@@ -383,8 +383,8 @@ def rl_contribution(run: Path, cfg: DemoConfig, method: str = "search-agent") ->
 
 def hops_section(run: Path, method: str = "search-agent") -> list[str]:
     """The search agent by hops at each stage: EM, searches per question, query-copy rate
-    (zerosearch.behaviour): does the agent search twice where a question needs it, or paste the question?"""
-    from zerosearch.behaviour import by_hops, hops_markdown
+    (zerosearch.evaluation.behaviour): does the agent search twice where a question needs it, or paste the question?"""
+    from zerosearch.evaluation.behaviour import by_hops, hops_markdown
     from zerosearch.io import read_jsonl
 
     rows = []

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from zerosearch.curriculum import Curriculum
-from zerosearch.data import QARecord
+from zerosearch.training.curriculum import Curriculum
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.generation import GenOutput
+from zerosearch.agent.generation import GenOutput
 from zerosearch.integrations.common import (QA_COLUMNS, load_records, mean_metrics, noise_prob, noise_schedule,
                                             policy_text, qa_rows, record_of, rollout_metrics, score_policy)
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.agent.rollout import RolloutConfig, rollout
 
 
 @pytest.fixture(scope="module")

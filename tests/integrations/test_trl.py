@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from trl_doubles import ROOT, build, sampled_mask, tiny_config  # noqa: E402
 
-from zerosearch.curriculum import Curriculum  # noqa: E402
+from zerosearch.training.curriculum import Curriculum  # noqa: E402
 from zerosearch.engines.base import format_documents  # noqa: E402
 from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION  # noqa: E402
 from zerosearch.reward import f1_reward  # noqa: E402
@@ -184,7 +184,7 @@ def test_grpo_loss_and_gradient_match_trl(tmp_path: Path, loss_agg: str, loss_ty
 
     from zerosearch.algorithms import GRPO, RolloutBatch
     from zerosearch.models import load
-    from zerosearch.rollout import compute_logprobs
+    from zerosearch.agent.rollout import compute_logprobs
 
     torch.manual_seed(0)
     model, tok = load("tiny-random", dtype="float32", device="cpu", seed=0)
@@ -262,10 +262,10 @@ def _fake_trainer(mode: str, vg: Any, step: int = 0) -> Any:
 
 
 def _scripted_rollout(tok: Any) -> Any:
-    from zerosearch.data import QARecord
+    from zerosearch.data.qa import QARecord
     from zerosearch.engines.base import Document, SearchEngine
     from zerosearch.integrations.trl import ZeroSearchRollout
-    from zerosearch.rollout import RolloutConfig
+    from zerosearch.agent.rollout import RolloutConfig
 
     class Docs(SearchEngine):
         name = "docs"
@@ -290,7 +290,7 @@ def _turns(tok: Any) -> list[list[int]]:
 def test_vllm_server_mode_sends_stop_strings_and_keeps_logprobs(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace as ns
 
-    from zerosearch.curriculum import Curriculum
+    from zerosearch.training.curriculum import Curriculum
     from zerosearch.integrations.trl import VLLMServerBackend
     from zerosearch.models import load
 
@@ -347,7 +347,7 @@ def test_vllm_colocate_mode_uses_trls_llm(monkeypatch: pytest.MonkeyPatch) -> No
     vllm.SamplingParams = lambda **kw: ns(**kw)
     monkeypatch.setitem(sys.modules, "vllm", vllm)
 
-    class FakeLLM:  # vllm.LLM.generate's output objects, as zerosearch.generation.VLLMBackend reads them
+    class FakeLLM:  # vllm.LLM.generate's output objects, as zerosearch.agent.generation.VLLMBackend reads them
         def __init__(self) -> None:
             self.calls: list[Any] = []
 

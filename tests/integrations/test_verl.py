@@ -31,15 +31,15 @@ from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 
 import zerosearch.integrations.verl.agent_loop as zal  # noqa: E402
-from zerosearch.curriculum import Curriculum  # noqa: E402
-from zerosearch.data import QARecord  # noqa: E402
+from zerosearch.training.curriculum import Curriculum  # noqa: E402
+from zerosearch.data.qa import QARecord  # noqa: E402
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents  # noqa: E402
-from zerosearch.generation import GenOutput  # noqa: E402
+from zerosearch.agent.generation import GenOutput  # noqa: E402
 from zerosearch.integrations.verl.data import verl_rows, write_verl_parquet  # noqa: E402
 from zerosearch.integrations.verl.reward import compute_score  # noqa: E402
 from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION, SEARCH_AGENT  # noqa: E402
 from zerosearch.reward import f1_reward  # noqa: E402
-from zerosearch.rollout import RolloutConfig, encode_prompt, information_ids, rollout  # noqa: E402
+from zerosearch.agent.rollout import RolloutConfig, encode_prompt, information_ids, rollout  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/fakes.py
 from fakes import FakeServer, search_r1_handler  # noqa: E402
@@ -417,7 +417,7 @@ def test_compute_score_values() -> None:
 
 def test_export_cli_reads_back_in_veRLs_dataset(tmp_path: Path, model_dirs: dict[str, Path]) -> None:
     from zerosearch.cli import main
-    from zerosearch.data import write_qa
+    from zerosearch.data.qa import write_qa
 
     src = tmp_path / "qa.jsonl"
     write_qa(src, RECORDS)
@@ -579,9 +579,9 @@ def test_recipe_agent_loop_and_tool_configs_load(monkeypatch: pytest.MonkeyPatch
 
 
 def test_turn_count_of_rows_that_end_on_eos() -> None:
-    # An EOS ends the row (zerosearch.rollout: end="eos", counted invalid) with no corrective message after it.
+    # An EOS ends the row (zerosearch.agent.rollout: end="eos", counted invalid) with no corrective message after it.
     from zerosearch.integrations.verl.agent_loop import count_turns
-    from zerosearch.rollout import Trajectory
+    from zerosearch.agent.rollout import Trajectory
 
     def traj(**kw: Any) -> Trajectory:
         return Trajectory(row_id="r", group_id=0, sample=0, data_source="d", question="q", golden_answers=["a"],

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
-from zerosearch.generation import GenOutput
+from zerosearch.agent.generation import GenOutput
 from zerosearch.integrations.trl import ZeroSearchRollout
 from zerosearch.prompts import FORCE_ANSWER, INVALID_ACTION
 
@@ -107,7 +107,7 @@ class MixedRollout(ZeroSearchRollout):
 
 
 def tiny_config(extra: Sequence[str] = ()) -> Any:
-    from zerosearch.config import load_train_config
+    from zerosearch.training.config import load_train_config
 
     return load_train_config(CONFIG, [*OVERRIDES, *extra])
 
@@ -117,7 +117,7 @@ def build(cfg: Any, out: Path) -> tuple[Any, RecordingEngine]:
     from zerosearch.engines import build_engine
     from zerosearch.integrations.common import load_records
     from zerosearch.integrations.trl import build_trainer
-    from zerosearch.trainer import engine_config
+    from zerosearch.training.trainer import engine_config
 
     records, world = load_records("world")
     engine = RecordingEngine(build_engine(engine_config(cfg.engine, world)))

@@ -56,13 +56,13 @@ def segments(response_ids: list[int], info_mask: list[int], tokenizer) -> list[t
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from zerosearch.data import QARecord
+    from zerosearch.data.qa import QARecord
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.engines.self_search import bind_policy
-    from zerosearch.eval import AnswerBlind
-    from zerosearch.generation import HFBackend
+    from zerosearch.evaluation.eval import AnswerBlind
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
-    from zerosearch.rollout import RolloutConfig, rollout
+    from zerosearch.agent.rollout import RolloutConfig, rollout
 
     ecfg = EngineConfig.from_args(args)
     model, tok = load(args.model)

@@ -34,11 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zerosearch.cli import CLIError
-    from zerosearch.data import resolve_qa
+    from zerosearch.data.qa import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.generation import HFBackend
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
-    from zerosearch.rollout import RolloutConfig
+    from zerosearch.agent.rollout import RolloutConfig
     from zerosearch.simulator.collect import collect
 
     ecfg = EngineConfig.from_args(args)

@@ -1,7 +1,7 @@
 """zerosearch compare runA/results.json runB/ ... : one table from several evaluations, with differences.
 
 Results evaluated under different protocols (engine, corpus, k, turns, prompt template, split, questions,
-sampling; see zerosearch.protocol) are refused, naming the fields that differ, unless
+sampling; see zerosearch.evaluation.protocol) are refused, naming the fields that differ, unless
 `--allow-protocol-mismatch` (all fields) or `--allow-protocol-mismatch engine,k` (those fields) is given;
 allowed differences are printed under the table. Leaderboard JSON files (`leaderboard-<method>.json`) are
 accepted too.
@@ -25,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from zerosearch.eval import compare_table
+    from zerosearch.evaluation.eval import compare_table
     from zerosearch.io import atomic_write_text
-    from zerosearch.protocol import check_comparable, read_result
+    from zerosearch.evaluation.protocol import check_comparable, read_result
 
     loaded = []
     for spec in args.results:

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        ("recovery_share", "one-hop demonstrations whose first query misses"),
                        ("verbatim_share", "demonstrations that search the question itself")):
         p.add_argument(f"--{name.replace('_', '-')}", type=float,
-                       help=f"cold start: share of {what} (default {getattr(d, name)}; zerosearch.warmup)")
+                       help=f"cold start: share of {what} (default {getattr(d, name)}; zerosearch.training.warmup)")
     p.add_argument("--warmup-lr", type=float, help=f"cold start SFT learning rate (default {d.warmup_lr})")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="training's forward passes and the "
                    "simulator's weights (default auto: bf16 where the CPU or GPU has native bf16, else fp32; bf16 makes a "

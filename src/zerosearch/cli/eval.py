@@ -35,12 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from zerosearch.data import resolve_qa
+    from zerosearch.data.qa import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
     from zerosearch.engines.self_search import bind_policy
-    from zerosearch.behaviour import hops_markdown
-    from zerosearch.eval import NEEDS_ENGINE, EvalConfig, markdown_table, run_eval
-    from zerosearch.generation import HFBackend
+    from zerosearch.evaluation.behaviour import hops_markdown
+    from zerosearch.evaluation.eval import NEEDS_ENGINE, EvalConfig, markdown_table, run_eval
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
 
     cfg = EvalConfig(methods=[m.strip() for m in args.method.split(",") if m.strip()], k=args.engine_k or 3,
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "vllm":
         from vllm import LLM
 
-        from zerosearch.generation import VLLMBackend
+        from zerosearch.agent.generation import VLLMBackend
 
         llm = LLM(model=args.model, seed=args.seed)
         tok = llm.get_tokenizer()

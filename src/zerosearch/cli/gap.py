@@ -35,11 +35,11 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from zerosearch.cli.eval import _progress
-    from zerosearch.data import resolve_qa
+    from zerosearch.data.qa import resolve_qa
     from zerosearch.engines import EngineConfig
-    from zerosearch.eval import EvalConfig
-    from zerosearch.gap import engine_configs, gap_table, run_gap
-    from zerosearch.generation import HFBackend
+    from zerosearch.evaluation.eval import EvalConfig
+    from zerosearch.evaluation.gap import engine_configs, gap_table, run_gap
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.models import load
 
     if args.engine_name is not None:

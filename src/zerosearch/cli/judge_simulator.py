@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zerosearch.cli import CLIError
-    from zerosearch.data import resolve_qa
+    from zerosearch.data.qa import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.generation import HFBackend
+    from zerosearch.agent.generation import HFBackend
     from zerosearch.io import atomic_write_jsonl, atomic_write_text
     from zerosearch.models import load
     from zerosearch.simulator.judge import judge, markdown, with_queries

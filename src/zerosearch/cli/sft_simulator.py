@@ -1,6 +1,6 @@
 """zerosearch sft-simulator --base M --data sim_sft.jsonl --out DIR [--lora-r 16]
 
-Fine-tunes the simulation LLM (transformers Trainer via zerosearch.sft; loss on the document tokens only;
+Fine-tunes the simulation LLM (transformers Trainer via zerosearch.training.sft; loss on the document tokens only;
 full or LoRA; checkpoints, --resume). Serve the result with `--engine simulated --sim-model DIR/final
 --sim-mode sft`.
 """
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zerosearch.sft import SFTConfig, read_examples, sft
+    from zerosearch.training.sft import SFTConfig, read_examples, sft
 
     examples = read_examples(args.data)
     cfg = SFTConfig(lr=args.lr, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,

@@ -17,9 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from zerosearch.config import load_train_config
-    from zerosearch.monitors import TrainingHalted
-    from zerosearch.trainer import train
+    from zerosearch.training.config import load_train_config
+    from zerosearch.training.monitors import TrainingHalted
+    from zerosearch.training.trainer import train
 
     cfg = load_train_config(args.config, args.overrides)
     try:

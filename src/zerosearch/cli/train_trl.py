@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zerosearch.cli import CLIError
-    from zerosearch.config import load_train_config
+    from zerosearch.training.config import load_train_config
 
     cfg = load_train_config(args.config, args.overrides)
     try:

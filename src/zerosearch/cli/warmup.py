@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from zerosearch.engines.config import add_engine_arguments
-from zerosearch.warmup import ColdStartMix
+from zerosearch.training.warmup import ColdStartMix
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,10 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zerosearch.data import resolve_qa
+    from zerosearch.data.qa import resolve_qa
     from zerosearch.engines import EngineConfig, build_engine
-    from zerosearch.sft import SFTConfig
-    from zerosearch.warmup import corpus_titles, warm_start
+    from zerosearch.training.sft import SFTConfig
+    from zerosearch.training.warmup import corpus_titles, warm_start
 
     records, world = resolve_qa(args.data, world_dir=args.world_dir, default_split="train")
     ecfg = EngineConfig.from_args(args).on_world(world, world_dir=args.world_dir)

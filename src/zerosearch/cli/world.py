@@ -13,7 +13,7 @@ _SIZES = (("people", "n_people"), ("places", "n_places"), ("orgs", "n_orgs"), ("
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from zerosearch.world import WorldConfig  # stdlib-only module: cheap enough for --help
+    from zerosearch.data.world import WorldConfig  # stdlib-only module: cheap enough for --help
 
     defaults = WorldConfig()
     parser.add_argument("--out", required=True, help="directory for corpus.jsonl, {train,dev,test}.jsonl, world.json")
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from zerosearch.io import read_jsonl
-    from zerosearch.world import WorldConfig, ensure_world, world_is_current
+    from zerosearch.data.world import WorldConfig, ensure_world, world_is_current
 
     cfg = WorldConfig(seed=args.seed, **{name: getattr(args, flag) for flag, name in _SIZES})
     start = time.perf_counter()

@@ -117,7 +117,7 @@ class EngineConfig:
         if self.corpus != "world":
             return self
         if world is None:
-            from zerosearch.world import cached_world
+            from zerosearch.data.world import cached_world
 
             world = cached_world(world_dir=world_dir)
         return dataclasses.replace(self, corpus=str(Path(world) / "corpus.jsonl"))

@@ -1,7 +1,7 @@
 """The per-query noise draw of the simulated engine: useful or noisy documents, with probability p.
 
 It lives in the engine layer because the engine draws (`SimulatedEngine` reads each request's
-`noise_prob`); `zerosearch.curriculum` only computes p(step) and re-exports `draw_mode` for callers that
+`noise_prob`); `zerosearch.training.curriculum` only computes p(step) and re-exports `draw_mode` for callers that
 drew through it before.
 
 A certain outcome (p = 0 or p = 1) is returned without touching the RNG. Otherwise a dev evaluation

@@ -3,10 +3,10 @@ curriculum's p(i) and the rollout's metrics. Pure Python on zerosearch's own pie
 
 - `load_records` / `qa_rows`: any zerosearch QA source (`world[:split]`, JSONL, JSON, parquet, several
   comma-separated) to plain rows `{id, question, golden_answers, data_source}`: the columns
-  `zerosearch.rollout.rollout` needs to rebuild each row's `QARecord` (the engine gets each query with
+  `zerosearch.agent.rollout.rollout` needs to rebuild each row's `QARecord` (the engine gets each query with
   its own row's id, question and gold answers).
 - `policy_text` / `score_policy`: the reward is read from the policy's OWN tokens only (info mask 1),
-  exactly as `zerosearch.rollout` scores a trajectory: each run of mask-1 tokens is one turn, decoded on
+  exactly as `zerosearch.agent.rollout` scores a trajectory: each run of mask-1 tokens is one turn, decoded on
   its own and joined, so a document or the instruction that contains `<answer>` tags is never scored.
 - `noise_schedule` / `noise_prob`: the paper's curriculum p(i) over the run's total steps, or a fixed p,
   with zerosearch's trainer's step convention (the i-th update, 1-based, sees p(i)).
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zerosearch.curriculum import Curriculum, FixedSchedule, NoiseSchedule
-from zerosearch.data import QARecord, resolve_qa
+from zerosearch.training.curriculum import Curriculum, FixedSchedule, NoiseSchedule
+from zerosearch.data.qa import QARecord, resolve_qa
 from zerosearch.reward import answer_metrics, extract_answer, f1_reward, is_valid_format
 
 # The columns a row carries into the rollout (and, for TRL/veRL, into the reward functions).
@@ -35,8 +35,8 @@ def load_records(spec: str, *, world: Mapping[str, Any] | None = None, world_dir
     """Records from `spec`: "world" (its `split`), "world:dev", a JSONL/JSON/parquet file, or several
     comma-separated; and the world folder when the world was used (engines with `corpus: world` need it).
 
-    `world` holds zerosearch.world.WorldConfig fields (TrainConfig's `data.world`); they only matter for
-    "world" specs. Bad rows raise zerosearch.data.DataError naming file, row and field.
+    `world` holds zerosearch.data.world.WorldConfig fields (TrainConfig's `data.world`); they only matter for
+    "world" specs. Bad rows raise zerosearch.data.qa.DataError naming file, row and field.
     """
     return resolve_qa(spec, limit=limit, seed=seed, world_dir=None if world_dir is None else str(world_dir),
                       default_split=split, world_config=world or None)
@@ -64,7 +64,7 @@ def record_of(row: Mapping[str, Any]) -> QARecord:
 
 def policy_text(token_ids: Sequence[int], mask: Sequence[int], tokenizer: Any) -> str:
     """What the policy itself wrote: every maximal run of mask-1 tokens (one turn each: the rollout
-    inserts text between turns) decoded on its own, joined. Equals the text `zerosearch.rollout` scores."""
+    inserts text between turns) decoded on its own, joined. Equals the text `zerosearch.agent.rollout` scores."""
     if len(token_ids) != len(mask):
         raise ValueError(f"token_ids ({len(token_ids)}) and mask ({len(mask)}) differ in length")
     runs: list[list[int]] = []
@@ -111,7 +111,7 @@ def noise_prob(schedule: NoiseSchedule, completed_steps: int) -> float:
 
 def rollout_metrics(ro: Any, *, noise_prob: float | None = None, engine_stats: Mapping[str, Any] | None = None,
                     prefix: str = "zerosearch/") -> dict[str, float]:
-    """A `zerosearch.rollout.Rollout` as one flat dict of floats (prefixed): turns, searches, action
+    """A `zerosearch.agent.rollout.Rollout` as one flat dict of floats (prefixed): turns, searches, action
     validity, answered rate, EM/cover-EM/F1, token counts, ends, truncation, useful/noisy draws, engine
     fallbacks, timings, and the engine's own counters (leak_flagged, fallbacks, ... from engine.stats(),
     cumulative since the engine was built) under `engine/`."""

@@ -9,9 +9,9 @@ How the pieces meet (read against trl 1.16's grpo_trainer.py):
 - Data: the dataset has a `prompt` column (the question, a readable key) plus zerosearch's QA columns.
   TRL hands `rollout_func(prompts, trainer)` the prompts of this process's generation batch, each
   already repeated `num_generations` times (a GRPO group); `ZeroSearchRollout` maps each back to its
-  QARecord and runs ONE `zerosearch.rollout.rollout` over them with n=1, so the output rows are in
+  QARecord and runs ONE `zerosearch.agent.rollout.rollout` over them with n=1, so the output rows are in
   TRL's order and TRL's grouping is kept.
-- Generation: a `zerosearch.generation.GenerationBackend` over TRL's own machinery, chosen per call:
+- Generation: a `zerosearch.agent.generation.GenerationBackend` over TRL's own machinery, chosen per call:
   the trainer's unwrapped model (TRL's `unwrap_model_for_generation`, ZeRO-3 gathered) with zerosearch's
   HFBackend when `use_vllm=False`; TRL's in-process vLLM `LLM` (colocate) through zerosearch's
   VLLMBackend; or TRL's vLLM server client (server mode), with the stop strings in the sampling
@@ -44,12 +44,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import SearchEngine
-from zerosearch.generation import GenerationBackend, GenOutput, HFBackend, StopReason, VLLMBackend
+from zerosearch.agent.generation import GenerationBackend, GenOutput, HFBackend, StopReason, VLLMBackend
 from zerosearch.integrations.common import (mean_metrics, noise_prob, noise_schedule, policy_text, qa_rows,
                                             rollout_metrics, score_policy)
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.agent.rollout import RolloutConfig, rollout
 
 try:  # TRL is an optional extra; everything that needs it checks `_require_trl()`
     import trl
@@ -445,7 +445,7 @@ def build_trainer(cfg: Any, out_dir: str | Path, *, engine: SearchEngine | None 
 
     from zerosearch.integrations.common import load_records
     from zerosearch.models import load
-    from zerosearch.trainer import engine_config
+    from zerosearch.training.trainer import engine_config
 
     out = Path(out_dir)
     # as TrainingArguments will build it: without cpu=True a CPU-only torchrun world reads as 1 process
@@ -496,7 +496,7 @@ def build_trainer(cfg: Any, out_dir: str | Path, *, engine: SearchEngine | None 
 
 def train(cfg: Any, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train, then export the policy to out_dir/final (a checkpoint `zerosearch eval --model` reads)."""
-    from zerosearch.config import dump_config
+    from zerosearch.training.config import dump_config
     from zerosearch.io import atomic_write_text
 
     out = Path(out_dir)

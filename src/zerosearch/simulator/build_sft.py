@@ -48,7 +48,7 @@ def read_trajectories(path: str | Path) -> list[dict[str, Any]]:
 
 
 def example(question: str, answer: str, query: str, docs: list[str], mode: str, *, words: int) -> dict[str, Any] | None:
-    """One SFT example (zerosearch.sft format): the served prompt, then the documents, loss on the documents.
+    """One SFT example (zerosearch.training.sft format): the served prompt, then the documents, loss on the documents.
     None when the rendered documents would not parse back unchanged."""
     target = render_documents(docs)
     parsed, info = parse_documents(target, len(docs))

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import SearchEngine
 from zerosearch.io import append_jsonl, read_jsonl, truncate_jsonl
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.agent.rollout import RolloutConfig, rollout
 
 
 def label(metrics: dict[str, float], by: str, threshold: float) -> str:

@@ -7,7 +7,7 @@ documents is scored by:
 
 - answer in docs: some gold answer appears in the documents (normalised, token-aligned);
 - reader EM / F1: a fixed reader model answers the question from those documents alone
-  (`zerosearch.eval.answer_from_documents`, the `rag` baseline's prompt);
+  (`zerosearch.evaluation.eval.answer_from_documents`, the `rag` baseline's prompt);
 - complete: the result has k documents and no fallback (the simulator wrote parseable output).
 
 Useful documents should score high, noisy ones low; the difference (useful - noisy) is the simulator's
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest
 from zerosearch.reward import answer_metrics, cover_exact_match, normalize_answer
 
@@ -70,7 +70,7 @@ def judge(records: Sequence[QARecord], simulators: dict[str, SearchEngine], real
           examples: int = 5) -> dict[str, Any]:
     """{"rows": {name: metrics}, "examples": [...], ...}: rows "<sim> useful", "<sim> noisy", "<sim> gap",
     "real". `queries` (parallel to `records`, which may repeat a question) default to the questions."""
-    from zerosearch.eval import answer_from_documents
+    from zerosearch.evaluation.eval import answer_from_documents
 
     records = list(records)
     queries = list(queries) if queries is not None else [r.question for r in records]

@@ -2,7 +2,7 @@
 
     build.py   training runs, evaluation outputs and demo runs -> one trajectory schema
     page.py    the page: embedded JSON, inline CSS/JS (assets/), SVG training curves
-    (zerosearch.mask_runs: the loss mask as text runs, the form samples.jsonl records it in)
+    (zerosearch.training.mask_runs: the loss mask as text runs, the form samples.jsonl records it in)
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Inputs (`load_run`):
     training run   a folder with samples.jsonl (and metrics.jsonl, config.yaml), or samples.jsonl itself:
-                   rows as `zerosearch.trainer._sample` writes them, plus the step (`MetricsLogger.samples`)
+                   rows as `zerosearch.training.trainer._sample` writes them, plus the step (`MetricsLogger.samples`)
     evaluation     a folder with predictions.jsonl (and eval.json), or predictions.jsonl itself: rows as
-                   `zerosearch.eval._row` writes them
+                   `zerosearch.evaluation.eval._row` writes them
     demo run       run-NNN/ with eval-before/, eval-cold-start/, eval-after/ and train/ (the latest run-NNN
                    when given the demo's --out folder)
 
@@ -18,7 +18,7 @@ One trajectory (compact keys: the page embeds thousands of them):
     noise          the curriculum's noise probability at that step (metrics.jsonl's noise_prob)
     eng            engines that answered its searches
     queries, draws, docs   per search: query, useful/noisy draw, documents {t, x, s, m, f}
-    mask | resp    the loss mask as recorded (`loss_mask` runs, see zerosearch.mask_runs; an information
+    mask | resp    the loss mask as recorded (`loss_mask` runs, see zerosearch.training.mask_runs; an information
                    block that is exactly search j's documents is written as j, see compact_mask), else the
                    response text; the page never derives a mask from the text
     flags          guard flags (from the documents' meta) and failure kinds; see FLAGS

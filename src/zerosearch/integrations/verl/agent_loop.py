@@ -1,7 +1,7 @@
 """zerosearch's search-agent rollout as a veRL agent loop (`zerosearch_agent`).
 
 ONE protocol: the loop does not re-implement the tag protocol. Each veRL trajectory runs
-`zerosearch.rollout.rollout` for its single row in a worker thread, with a `GenerationBackend` whose
+`zerosearch.agent.rollout.rollout` for its single row in a worker thread, with a `GenerationBackend` whose
 `generate()` submits veRL's async `server_manager.generate` to the agent loop's event loop
 (`asyncio.run_coroutine_threadsafe`) and waits. So the stop strings, the parser, the corrective message,
 the forced answer, the length limits, the engine call with the row's own question and gold answers,
@@ -9,7 +9,7 @@ the information mask and the reward are exactly those of zerosearch's own traine
 
 veRL mapping:
 - `prompt_ids`: zerosearch's search-agent prompt for the row's question (chat template for instruct
-  tokenizers, raw text for base ones: `zerosearch.rollout.encode_prompt`), not the dataset's `prompt`.
+  tokenizers, raw text for base ones: `zerosearch.agent.rollout.encode_prompt`), not the dataset's `prompt`.
 - `response_ids` / `response_mask` / `response_logprobs`: the trajectory's ids, its info mask (0 on
   every inserted token), the sampler's log-probs (0.0 on inserted tokens; None unless
   `rollout.calculate_log_probs=True`).
@@ -40,15 +40,15 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from zerosearch.config import CurriculumSection
-from zerosearch.curriculum import FixedSchedule, NoiseSchedule
-from zerosearch.data import QARecord
+from zerosearch.training.config import CurriculumSection
+from zerosearch.training.curriculum import FixedSchedule, NoiseSchedule
+from zerosearch.data.qa import QARecord
 from zerosearch.engines import SearchEngine
-from zerosearch.generation import GenOutput, StopReason
+from zerosearch.agent.generation import GenOutput, StopReason
 from zerosearch.integrations.common import noise_prob as common_noise_prob
 from zerosearch.integrations.common import noise_schedule, policy_text, rollout_metrics
 from zerosearch.integrations.verl.engine import shared_engine
-from zerosearch.rollout import Rollout, RolloutConfig, Trajectory, encode_prompt, rollout
+from zerosearch.agent.rollout import Rollout, RolloutConfig, Trajectory, encode_prompt, rollout
 
 from verl.experimental.agent_loop.agent_loop import (  # noqa: E402  (the optional dependency)
     AgentLoopBase,
@@ -74,7 +74,7 @@ class _Section(BaseModel):
 
 
 class AgentRolloutSection(_Section):
-    """zerosearch.rollout.RolloutConfig fields that veRL does not own. Temperature and top-p come from
+    """zerosearch.agent.rollout.RolloutConfig fields that veRL does not own. Temperature and top-p come from
     veRL's rollout config (its trainer recomputes log-probs with them); n is veRL's `rollout.n`; the
     prompt/response budgets are `rollout.prompt_length` / `rollout.response_length`."""
 
@@ -252,7 +252,7 @@ def record_from_kwargs(kwargs: dict[str, Any]) -> QARecord:
 
 def count_turns(t: Trajectory, max_turns: int) -> int:
     """Messages in the trajectory: prompt + generations + information blocks + corrective messages +
-    the forced-answer text. An action at the final turn, or an EOS (zerosearch.rollout ends the row there),
+    the forced-answer text. An action at the final turn, or an EOS (zerosearch.agent.rollout ends the row there),
     is counted invalid but gets no message; `no_answer` only happens at the final turn."""
     forced = t.turns > max_turns
     corrective = t.invalid_actions - int(t.end in ("no_answer", "eos"))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.integrations.common import qa_rows
 from zerosearch.prompts import search_agent_prompt
 

@@ -57,7 +57,7 @@ def logprobs_by_length(model: Any, batch: dict[str, Tensor], temperature: float 
                        micro_batch: int = 8, keep: Tensor | None = None) -> Tensor:
     """`rollout.compute_logprobs` (no grad) over length-sorted, trimmed micro-batches: the same [B, R]
     tensor, 0 on padding (and outside `keep`, when given), in the batch's own row order."""
-    from zerosearch.rollout import compute_logprobs
+    from zerosearch.agent.rollout import compute_logprobs
 
     order = length_sorted(torch.arange(batch["response_mask"].shape[0]), row_lengths(batch))
     return _in_micro_batches(batch, order, micro_batch, keep,
@@ -107,7 +107,7 @@ def shared_prompt_logprobs(model: Any, batch: dict[str, Tensor], temperature: fl
                            by_row: bool | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """`rollout.compute_logprobs` of one micro-batch, each distinct prompt computed once (see above):
     [B, R] float32 log-probs (and entropies), 0 on padding; with `keep` [B, R], the head runs at those
-    positions only (zerosearch.head) and the rest are 0.
+    positions only (zerosearch.agent.head) and the rest are 0.
 
         1. the distinct prompts, left-padded, run once with their KV kept; the last position's output
            predicts response token 0
@@ -118,8 +118,8 @@ def shared_prompt_logprobs(model: Any, batch: dict[str, Tensor], temperature: fl
     longest response (default on a GPU). A CPU multiplies one row's ~200 tokens about as efficiently as a
     batch's, so the padding (~25% of the tokens in the demo) is pure waste there; a GPU wants the batch.
     """
-    from zerosearch.head import masked_logprobs, outputs_for
-    from zerosearch.prefix_cache import left_pad, output_cache
+    from zerosearch.agent.head import masked_logprobs, outputs_for
+    from zerosearch.agent.prefix_cache import left_pad, output_cache
 
     device = next(model.parameters()).device
     B, R = batch["response_mask"].shape
@@ -154,7 +154,7 @@ def _responses_batched(net: Any, out_of: Any, cache_u: Any, mask_u: Tensor, whic
     the one prompt pass), padded to R: the outputs at positions 0..R-2, [B, R-1, *]."""
     from transformers import DynamicCache
 
-    from zerosearch.prefix_cache import cache_kwarg
+    from zerosearch.agent.prefix_cache import cache_kwarg
 
     rows = torch.tensor(which, device=labels.device)
     cache = DynamicCache([(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))

@@ -274,7 +274,7 @@ def resolve_qa(spec: str, *, limit: int | None = None, seed: int = 0, world_dir:
     """Records for a command's `--data`: QA files (comma-separated) and/or `world[:split]` (the built-in
     synthetic world, generated on first use; `world_config` holds WorldConfig fields for a non-default
     one); also the world folder when one was named."""
-    from zerosearch.world import WorldConfig, cached_world
+    from zerosearch.data.world import WorldConfig, cached_world
 
     records, world = [], None
     for part in [s for s in spec.split(",") if s]:

@@ -104,8 +104,8 @@ def split_of(data_spec: str | None) -> str | None:
 
 
 def eval_protocol(engine: Any, cfg: Any, records: list[Any], tokenizer: Any, data_spec: str | None) -> dict[str, Any]:
-    """The protocol record of one evaluation (cfg: zerosearch.eval.EvalConfig)."""
-    from zerosearch.data import data_hash
+    """The protocol record of one evaluation (cfg: zerosearch.evaluation.eval.EvalConfig)."""
+    from zerosearch.data.qa import data_hash
 
     eng, corpus = engine_record(engine)
     chat = getattr(tokenizer, "chat_template", None)

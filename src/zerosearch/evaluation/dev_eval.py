@@ -21,10 +21,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines import EngineConfig, SearchEngine, build_engine
-from zerosearch.eval import AnswerBlind
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.evaluation.eval import AnswerBlind
+from zerosearch.agent.rollout import RolloutConfig, rollout
 
 
 def dev_engine_config(train_engine: dict[str, Any], eval_engine: dict[str, Any] | None, dev_spec: str | None,

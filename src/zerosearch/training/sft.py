@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from zerosearch.io import atomic_write_jsonl, atomic_write_text, read_jsonl
-from zerosearch.metrics import plot_run
+from zerosearch.training.metrics import plot_run
 
 IGNORE = -100  # the label PyTorch's cross-entropy skips
 
@@ -91,13 +91,13 @@ class _Collator:
 
 
 def head_only_loss(model: Any, inputs: dict[str, Any], num_items: Any = None) -> Any | None:
-    """The causal-LM loss with the LM head run at the labelled positions only (zerosearch.head), or None
+    """The causal-LM loss with the LM head run at the labelled positions only (zerosearch.agent.head), or None
     for a model whose logits are not a plain head over the decoder. A demonstration's loss covers ~1/6 of
     its tokens (the retrieved documents get none), so the full [B, T, vocab] logits were mostly waste: the
     largest tensors of the step (1.2 GB per copy at batch 8 x 768 for SmolLM2's 49k vocabulary).
     Same value as transformers' loss: the mean over labelled tokens, or their sum / `num_items` where the
     Trainer counts tokens across gradient accumulation."""
-    from zerosearch.head import head_logprobs, split_head
+    from zerosearch.agent.head import head_logprobs, split_head
 
     parts = split_head(model)
     if parts is None:

@@ -9,7 +9,7 @@ How much its score depends on which engine answers is the gap this measures:
     gap_e = mean_q d_e(q),  s.e. = sd_q(d_e) / sqrt(n)   (paired: the question's difficulty cancels)
 
 plus how often e turned a wrong answer right (+) or a right one wrong (-). Every run records its protocol
-(zerosearch.protocol); the table is refused if the runs differ in anything but the engine and its corpus.
+(zerosearch.evaluation.protocol); the table is refused if the runs differ in anything but the engine and its corpus.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines import EngineConfig, build_engine
 from zerosearch.engines.self_search import bind_policy
-from zerosearch.eval import EvalConfig, run_eval
+from zerosearch.evaluation.eval import EvalConfig, run_eval
 from zerosearch.io import atomic_write_text, read_jsonl
-from zerosearch.protocol import check_comparable
+from zerosearch.evaluation.protocol import check_comparable
 
 # The engine names `zerosearch gap --engines` takes, as EngineConfig fields over the command's engine flags.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -16,7 +16,7 @@ query names. Plans come from what the data says about a question, never from a m
   `is_supporting` flags; a bridge question's second paragraph is the one whose title the first mentions.
 
 Whether a plan actually works (each query retrieves its passage, the bridge is in the documents) is the
-demonstration builder's check against a real engine (`zerosearch.warmup`), not this module's.
+demonstration builder's check against a real engine (`zerosearch.training.warmup`), not this module's.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.reward import normalize_answer
 
 # template -> the relation asked at each hop, as query keywords ("{entity} {relation}") and as the noun of
-# "the {relation} of {entity}". Mirrors zerosearch.world._templates; a test fails if a template is missing.
+# "the {relation} of {entity}". Mirrors zerosearch.data.world._templates; a test fails if a template is missing.
 RELATIONS: dict[str, tuple[str, ...]] = {
     "person_birth_year": ("birth year",), "person_birthplace": ("birthplace",),
     "person_birth_country": ("birth country",), "person_occupation": ("occupation",),

@@ -9,7 +9,7 @@ reports) split every search-agent metric by the question's hops and add two meas
     query-copy rate       the share of its queries that equal the question (after answer normalisation:
                           case, punctuation and articles do not count as reformulating)
 
-Rows are `zerosearch.eval` prediction rows: `hops` (None where the data does not say), `em`, `f1`,
+Rows are `zerosearch.evaluation.eval` prediction rows: `hops` (None where the data does not say), `em`, `f1`,
 `searches`, `queries`, `question`.
 """
 
@@ -78,8 +78,8 @@ def hops_markdown(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
 
 def paired_markdown(rows: Sequence[Mapping[str, Any]], labels: Sequence[str], ref: str) -> str:
     """Each other policy/method against `ref` on the same questions, per hop: questions
-    turned right / wrong, the EM change with its 95% CI, McNemar's exact p (zerosearch.stats)."""
-    from zerosearch.stats import mcnemar_exact, paired_delta_ci
+    turned right / wrong, the EM change with its 95% CI, McNemar's exact p (zerosearch.evaluation.stats)."""
+    from zerosearch.evaluation.stats import mcnemar_exact, paired_delta_ci
 
     if ref not in labels:
         return ""

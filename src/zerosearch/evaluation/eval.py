@@ -10,7 +10,7 @@ Honesty rules, enforced here rather than trusted to the caller:
 - the engine never sees a gold answer: an engine that reads them (a simulator not in answer-blind
   mode) is refused, and every request is stripped to (query, k, row id) on its way to any engine;
 - the result file records model, engine, data hash per dataset, seeds, the whole config and the
-  protocol (`zerosearch.protocol`: engine, corpus hash, k, turns, templates, split, sampling), and a
+  protocol (`zerosearch.evaluation.protocol`: engine, corpus hash, k, turns, templates, split, sampling), and a
   resumed run must match them; `leaderboard-<method>.json` repeats the numbers in the SearchAgent-
   leaderboard layout.
 
@@ -36,15 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zerosearch.behaviour import by_hops, hops_markdown
-from zerosearch.data import QARecord, data_hash
+from zerosearch.evaluation.behaviour import by_hops, hops_markdown
+from zerosearch.data.qa import QARecord, data_hash
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
 from zerosearch.io import append_jsonl, atomic_write_text, truncate_jsonl
 from zerosearch.prompts import COT, DIRECT, R1, RAG, render_prompt
-from zerosearch.protocol import eval_protocol, protocol_markdown, write_leaderboard
-from zerosearch.query_plans import hops_of
+from zerosearch.evaluation.protocol import eval_protocol, protocol_markdown, write_leaderboard
+from zerosearch.data.query_plans import hops_of
 from zerosearch.reward import answer_metrics, extract_answer
-from zerosearch.rollout import RolloutConfig, rollout
+from zerosearch.agent.rollout import RolloutConfig, rollout
 
 METHODS = ("direct", "cot", "r1", "rag", "search-agent")
 _TEMPLATES = {"direct": DIRECT, "cot": COT, "r1": R1}

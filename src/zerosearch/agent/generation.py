@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from zerosearch.precision import autocast
-from zerosearch.prefix_cache import PrefixCache, UnsupportedModel, cache_kwarg, left_pad, output_cache
+from zerosearch.agent.precision import autocast
+from zerosearch.agent.prefix_cache import PrefixCache, UnsupportedModel, cache_kwarg, left_pad, output_cache
 
 StopReason = Literal["stop", "eos", "length"]
 STOP_STRINGS = ("</search>", "</answer>")
@@ -34,7 +34,7 @@ class GenOutput:
 
 
 class GenerationBackend(Protocol):
-    """What `zerosearch.rollout.rollout` needs from a generator. Outputs are in prompt order."""
+    """What `zerosearch.agent.rollout.rollout` needs from a generator. Outputs are in prompt order."""
 
     def generate(self, prompts_token_ids: list[list[int]], max_new_tokens: int, stop_strings: Sequence[str],
                  temperature: float, top_p: float, seed: int) -> list[GenOutput]: ...
@@ -73,7 +73,7 @@ class HFBackend:
     its separate old-log-prob forward (`optim.reuse_sampler_logprobs`). The sampled ids are unchanged.
 
     `kv_cache_tokens > 0` keeps the keys/values of what each row already ran (up to that many tokens in
-    all; zerosearch.prefix_cache), so a rollout's next turn feeds only its new tokens and a GRPO group's
+    all; zerosearch.agent.prefix_cache), so a rollout's next turn feeds only its new tokens and a GRPO group's
     shared prompt is prefilled once (`optim.reuse_kv_cache`). Same distribution, same seeds: only float
     rounding differs from a fresh prefill (tests/test_prefix_cache.py).
     """
@@ -84,7 +84,7 @@ class HFBackend:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer, self.batch_size, self.logprobs = model, tokenizer, batch_size, logprobs
         self.device = device or str(next(model.parameters()).device)
-        self.precision = precision  # "bf16": forward passes under bf16 autocast (zerosearch.precision)
+        self.precision = precision  # "bf16": forward passes under bf16 autocast (zerosearch.agent.precision)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = model.generation_config.eos_token_id
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)

@@ -45,9 +45,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
-from zerosearch.generation import STOP_STRINGS, GenerationBackend
+from zerosearch.agent.generation import STOP_STRINGS, GenerationBackend
 from zerosearch.prompts import FORCE_ANSWER, INFORMATION, INVALID_ACTION, search_agent_prompt
 from zerosearch.reward import answer_metrics, extract_answer, f1_reward
 
@@ -397,10 +397,10 @@ def compute_logprobs(model: Any, batch: dict[str, Tensor], temperature: float = 
 
     Logits are divided by `temperature` (the rollout's, so the scores are those of the sampling
     distribution; use 1.0 for greedy rollouts). Only the last R+1 positions' logits are materialised;
-    with `keep` [B, R] (the loss mask), only those positions' (zerosearch.head), the rest being 0.
+    with `keep` [B, R] (the loss mask), only those positions' (zerosearch.agent.head), the rest being 0.
     No graph is kept unless `grad=True` (the policy loss); old and reference log-probs use the default.
     """
-    from zerosearch.head import masked_logprobs, outputs_for
+    from zerosearch.agent.head import masked_logprobs, outputs_for
 
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

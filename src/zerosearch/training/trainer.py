@@ -9,11 +9,11 @@ One step, top to bottom (`Trainer.step`):
                                                micro-batches; the loss mask is batch.mask (`_rollout_batch`)
   6. metrics.jsonl / TensorBoard / samples.jsonl, dev-batch eval, atomic checkpoint
 
-Health (zerosearch.monitors): every engine answers one real query before step 1; a step whose searches
+Health (zerosearch.training.monitors): every engine answers one real query before step 1; a step whose searches
 mostly failed, or whose log-probs are not finite, is skipped (not trained on) and counted, and a run
 that keeps failing stops with its last checkpoint intact; the engine's own counters (leak guard,
 fallbacks) are logged as per-step deltas; collapse monitors raise `alarm/*` metrics. The dev batch runs
-on a real or answer-blind engine only (zerosearch.dev_eval).
+on a real or answer-blind engine only (zerosearch.evaluation.dev_eval).
 
 Determinism: the batch of step i, the sampling seeds, the mini-batch order and the engine's draws all
 derive from (seed, i) or live in the checkpoint, so `--resume` continues to the same result as an
@@ -37,19 +37,19 @@ from zerosearch import algorithms
 from zerosearch.algorithms.advantages import masked_mean
 from zerosearch.algorithms.batch import RolloutBatch
 from zerosearch.algorithms.kl import kl_penalty
-from zerosearch.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from zerosearch.config import TrainConfig, dump_config
-from zerosearch.curriculum import Curriculum, FixedSchedule, NoiseSchedule
-from zerosearch.data import QARecord, load_qa
-from zerosearch.dev_eval import dev_engine, dev_engine_config
-from zerosearch.dev_eval import evaluate as evaluate_dev
+from zerosearch.training.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zerosearch.training.config import TrainConfig, dump_config
+from zerosearch.training.curriculum import Curriculum, FixedSchedule, NoiseSchedule
+from zerosearch.data.qa import QARecord, load_qa
+from zerosearch.evaluation.dev_eval import dev_engine, dev_engine_config
+from zerosearch.evaluation.dev_eval import evaluate as evaluate_dev
 from zerosearch.engines import EngineConfig, SearchEngine, SearchError, SearchRequest, build_engine
 from zerosearch.engines.self_search import bind_policy
-from zerosearch.generation import HFBackend
+from zerosearch.agent.generation import HFBackend
 from zerosearch.io import atomic_write_text
-from zerosearch.metrics import MetricsLogger, plot_run
+from zerosearch.training.metrics import MetricsLogger, plot_run
 from zerosearch.models import load
-from zerosearch.monitors import (
+from zerosearch.training.monitors import (
     CollapseMonitor,
     EngineCounters,
     FailedSearchPolicy,
@@ -59,7 +59,7 @@ from zerosearch.monitors import (
     counter_note,
     search_failures,
 )
-from zerosearch.packing import (
+from zerosearch.training.packing import (
     length_sorted,
     logprobs_by_length,
     logprobs_by_prompt,
@@ -68,11 +68,11 @@ from zerosearch.packing import (
     shared_prompt_logprobs,
     trim_columns,
 )
-from zerosearch.precision import autocast
-from zerosearch.precision import check as check_precision
-from zerosearch.prefix_cache import budget_tokens
-from zerosearch.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
-from zerosearch.mask_runs import loss_mask_runs
+from zerosearch.agent.precision import autocast
+from zerosearch.agent.precision import check as check_precision
+from zerosearch.agent.prefix_cache import budget_tokens
+from zerosearch.agent.rollout import Rollout, RolloutConfig, collate, compute_logprobs, rollout
+from zerosearch.training.mask_runs import loss_mask_runs
 
 
 class ValueModel(torch.nn.Module):
@@ -99,7 +99,7 @@ def resolve_data(cfg: TrainConfig) -> tuple[list[QARecord], list[QARecord], Path
     """Train and dev records; "world" means the built-in synthetic world (generated once, cached)."""
     world_dir = None
     if "world" in (cfg.data.train, cfg.data.dev):
-        from zerosearch.world import WorldConfig, cached_world
+        from zerosearch.data.world import WorldConfig, cached_world
 
         world_dir = cached_world(WorldConfig(**cfg.data.world), cfg.data.world_dir)
     pick = lambda spec, split: load_qa(world_dir / f"{split}.jsonl" if spec == "world" else spec)
@@ -405,7 +405,7 @@ class Trainer:
     # --- evaluation on the fixed dev batch ----------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """The dev batch on the (real or answer-blind) dev engine: see zerosearch.dev_eval."""
+        """The dev batch on the (real or answer-blind) dev engine: see zerosearch.evaluation.dev_eval."""
         if self.eval_engine is None:
             return {}
         return evaluate_dev(self.dev_data, self.backend, self.tok, self.eval_engine, self.rollout_cfg)
@@ -535,7 +535,7 @@ def _sample(t: Any, tok: Any = None, mask: Tensor | None = None, advantage: floa
     """One trajectory for samples.jsonl, with every search's documents and their leak-guard flags
     (`meta.leak`, `meta.leak_reason`, `meta.leak_replaced`, `meta.fallback`) as the engine returned them;
     for a step trained on, also the loss mask the update used (`loss_mask`: text runs, see
-    zerosearch.mask_runs) and the trajectory's advantage (mean over its trained tokens)."""
+    zerosearch.training.mask_runs) and the trajectory's advantage (mean over its trained tokens)."""
     row = {"question": t.question, "golden_answers": t.golden_answers, "response": t.response,
            "answer": t.answer, "reward": t.reward, "turns": t.turns, "searches": t.searches,
            "queries": t.queries, "draws": t.draws, "end": t.end, "group": t.group_id,

@@ -37,7 +37,7 @@ class DataSection(_Section):
     # Fixed dev batch evaluated every `train.eval_every` steps: a file, "world" (its dev split) or null.
     dev: str | None = "world"
     dev_size: int = Field(32, ge=1)
-    world: dict[str, Any] = {}  # zerosearch.world.WorldConfig fields, when train/dev is "world"
+    world: dict[str, Any] = {}  # zerosearch.data.world.WorldConfig fields, when train/dev is "world"
     world_dir: str | None = None  # where the world is written (default: the cache dir)
 
 
@@ -76,24 +76,24 @@ class OptimSection(_Section):
     ppo_epochs: int = Field(1, ge=1)  # passes over each rollout batch
     mini_batch_size: int = Field(8, ge=1)  # trajectories per optimizer step
     micro_batch_size: int = Field(4, ge=1)  # trajectories per forward/backward (gradient accumulation)
-    # Speed (zerosearch.packing, bench/step.py); both leave the maths unchanged and default to off.
+    # Speed (zerosearch.training.packing, bench/step.py); both leave the maths unchanged and default to off.
     sort_by_length: bool = False  # micro-batches of similar length, trimmed: less padding, same losses
     # Old log-probs = the sampler's own (HFBackend reports them) instead of a separate forward pass; they
     # agree to float noise. Needs train.loss_mask (inserted tokens have no sampler log-prob).
     reuse_sampler_logprobs: bool = False
     # Keep each row's keys/values between turns and prefill a group's shared prompt once
-    # (zerosearch.prefix_cache): the next turn feeds only its new tokens. Same sampler, float rounding aside.
+    # (zerosearch.agent.prefix_cache): the next turn feeds only its new tokens. Same sampler, float rounding aside.
     reuse_kv_cache: bool = False
     # Each micro-batch's distinct prompts run once in the log-prob and update forwards (and backward),
-    # their KV shared by the group's rows (zerosearch.packing): same log-probs and gradients, fewer tokens.
+    # their KV shared by the group's rows (zerosearch.training.packing): same log-probs and gradients, fewer tokens.
     # Micro-batches are then built of whole groups (instead of sort_by_length's order).
     share_prompts: bool = False
     # The LM head (and its float32 log-softmax) only at the loss mask's tokens, not at every response token
-    # (zerosearch.head): same log-probs there, 0 elsewhere; less time and much less memory in the
+    # (zerosearch.agent.head): same log-probs there, 0 elsewhere; less time and much less memory in the
     # log-prob and update passes. Plain-head models only (Llama, Mistral, Qwen2/3); others ignore it.
     loss_token_logits: bool = False
     # "bf16": every forward pass of a step (generation, log-probs, the update's forward) under bf16
-    # autocast; weights, gradients and AdamW state stay fp32 (zerosearch.precision). Changes the numbers
+    # autocast; weights, gradients and AdamW state stay fp32 (zerosearch.agent.precision). Changes the numbers
     # (log-probs move by ~0.04 on average), a step ~1.5x faster than fp32 with the same switches where bf16 is
     # native (AVX512-BF16/AMX, GPUs; bench/step.py run 6); refused elsewhere.
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -124,7 +124,7 @@ class TrainSection(_Section):
 
 
 class MonitorSection(_Section):
-    """Collapse monitors (zerosearch.monitors): each is checked every step on the step's metrics; a
+    """Collapse monitors (zerosearch.training.monitors): each is checked every step on the step's metrics; a
     threshold crossed warns in the progress line and logs `alarm/<name>` = 1. null switches one off."""
 
     window: int = Field(5, ge=1)  # moving average over this many steps (reward, length, rates)
@@ -144,7 +144,7 @@ class TrainConfig(_Section):
     engine: dict[str, Any] = {"name": "simulated"}  # zerosearch.engines.EngineConfig fields
     # The dev batch's engine: real or answer-blind (a gold-seeing one is refused). null: the training
     # engine when it is a real engine, else BM25 over the world's corpus when data.dev is `world`, else the
-    # training simulator in answer-blind mode (zerosearch.dev_eval.dev_engine).
+    # training simulator in answer-blind mode (zerosearch.evaluation.dev_eval.dev_engine).
     eval_engine: dict[str, Any] | None = None
     rollout: RolloutSection = RolloutSection()
     algorithm: dict[str, Any] = {"name": "grpo"}  # name + that algorithm's hyper-parameters

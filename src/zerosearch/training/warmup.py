@@ -15,7 +15,7 @@ Four kinds, their shares set by `ColdStartMix`:
     verbatim      the question itself as the query (where a question has no plan, or by choice)
 
 Every document comes from a real engine, never from gold passages handed over; a demonstration is kept
-only when it works: each query's top-k holds the passage the plan says it must (`zerosearch.query_plans`),
+only when it works: each query's top-k holds the passage the plan says it must (`zerosearch.data.query_plans`),
 a bridge hop's documents name the bridge, and the last documents hold the gold answer (the recovery
 demonstration's first query must *miss*). The policy learns to answer from documents, never from nowhere.
 Loss goes on the policy's own text only; the `<information>` blocks are inserted, as in the rollout.
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zerosearch.data import QARecord
+from zerosearch.data.qa import QARecord
 from zerosearch.engines.base import Document, SearchEngine, SearchRequest, format_documents
 from zerosearch.prompts import INFORMATION, SEARCH_AGENT
-from zerosearch.query_plans import Hop, plan
+from zerosearch.data.query_plans import Hop, plan
 from zerosearch.reward import normalize_answer
 
 KINDS = ("two_hop", "reformulated", "recovery", "verbatim")
@@ -257,11 +257,11 @@ def warm_start(model: str, records: Sequence[QARecord], engine: SearchEngine, ou
                k: int = 3, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """The whole cold start: up to `examples` demonstrations in out/demos.jsonl (with their kind and queries;
     out/demos-report.json says what was kept and dropped), then SFT of `model` on them (cfg: SFTConfig).
-    Returns zerosearch.sft's summary, plus the report; its "model" is the warmed-up policy."""
+    Returns zerosearch.training.sft's summary, plus the report; its "model" is the warmed-up policy."""
     import json
 
     from zerosearch.io import atomic_write_jsonl, atomic_write_text
-    from zerosearch.sft import sft
+    from zerosearch.training.sft import sft
 
     demos, report = demonstrations(records, engine, examples=examples, mix=mix, titles=titles, k=k, seed=cfg.seed)
     if not demos:

@@ -1,0 +1,4 @@
+"""Training the policy: the typed config (`config`), the cold start (`warmup` on `sft`), the RL loop
+(`trainer`: rollout -> reward -> advantages -> update -> log/checkpoint), the curriculum's noise schedule
+(`curriculum`), less padding (`packing`), health checks (`monitors`), metrics, checkpoints and the loss
+mask as text (`mask_runs`)."""
