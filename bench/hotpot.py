@@ -100,8 +100,12 @@ def main() -> None:
         atomic_write_jsonl(tuned / "demos.jsonl", mixed)
         atomic_write_text(tuned / "demos-report.json", json.dumps(
             {"hotpot": report, "hotpot_demos": len(demos), "world_replay": len(mixed) - len(demos)}, indent=1) + "\n")
-        summary = sft(world_policy, mixed, tuned, SFTConfig(lr=args.lr, steps=args.steps, batch_size=args.batch,
-                                                            warmup_steps=1, max_len=1536, save_steps=8, seed=args.seed,
+        # Micro-batches of 2, accumulated to --batch: a HotpotQA demonstration is ~900 tokens, and eager
+        # attention keeps every layer's [heads, T, T] probabilities for backward (8 x 1536 tokens: ~20 GB).
+        micro = min(2, args.batch)
+        summary = sft(world_policy, mixed, tuned, SFTConfig(lr=args.lr, steps=args.steps, batch_size=micro,
+                                                            grad_accum=max(1, args.batch // micro), warmup_steps=1,
+                                                            max_len=1536, save_steps=8, seed=args.seed,
                                                             dtype="bf16-mixed"), resume=True, progress=False)
         print(f"HotpotQA fine-tune: SFT loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
     policies = {"untrained": DemoConfig().model, "world": world_policy, "hotpot": str(tuned / "final")}
