@@ -32,13 +32,15 @@ SIM_DTYPES = ("auto", "float32", "bfloat16", "float16")  # EngineConfig.dtype's 
 
 @dataclass
 class EngineConfig:
-    name: str = "bm25"
-    k: int = 5
+    """One search engine's settings: `name` picks the engine, which reads the fields below that concern it."""
+
+    name: str = "bm25"  # which engine (a key of ENGINES)
+    k: int = 5  # documents per query
 
     # Local corpora (bm25, dense): Search-R1 JSONL `{id, title?, contents}`; index cached beside it
     # (or under index_dir) and rebuilt when the corpus changes.
     corpus: str | None = None
-    index_dir: str | None = None
+    index_dir: str | None = None  # where the index is kept (None: beside the corpus, else the cache dir)
     embed_model: str | None = None  # dense: a sentence-transformers model dir or name
     duplicate_ids: Literal["error", "keep-first"] = "error"  # a corpus repeating a passage id is refused
 
@@ -55,19 +57,21 @@ class EngineConfig:
 
     # Simulated engine (and `self`, which reads k, doc_words, sim_mode, temperature, top_p, max_new_tokens, seed).
     model: str = "smollm2-135m-instruct"  # in-process model, or the model name sent to the endpoint
-    sim_mode: Literal["prompt", "sft"] = "prompt"
+    sim_mode: Literal["prompt", "sft"] = "prompt"  # "prompt": for an un-tuned model; "sft": a tuned one
     answer_blind: bool = False  # True: the simulator never sees question or gold answers (for evaluation)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 400
-    doc_words: int = 30
+    temperature: float = 1.0  # the simulator's sampling temperature (0: greedy)
+    top_p: float = 1.0  # the simulator's nucleus sampling
+    max_new_tokens: int = 400  # the simulator's output budget for the k documents of one query
+    doc_words: int = 30  # words per simulated document, as the simulator is asked to write them
     max_query_tokens: int = 128  # longer queries are cut (and to what the model's context can hold)
-    batch_size: int = 8
+    batch_size: int = 8  # the in-process simulator's generation batch
     # The in-process simulator's weights: "auto" = bf16 on a GPU, fp32 on a CPU; "bfloat16" on a CPU with
     # native bf16 decodes faster (its weights never train, so nothing is lost to rounding updates).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Gold-answer leak check on simulated documents (zerosearch.engines.leak): "flag" marks and counts
+    # them, "replace" gives the policy the answer-blind result instead, "off" does nothing.
     leak_guard: Literal["off", "flag", "replace"] = "flag"
-    seed: int = 0
+    seed: int = 0  # the simulator's sampling seed
 
     # Persistent SQLite cache in front of a real engine (None: no cache).
     cache: str | None = None

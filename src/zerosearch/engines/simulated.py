@@ -8,11 +8,11 @@ For each `SearchRequest` the engine
    a request without its context is refused, never filled in from elsewhere);
 3. generates all prompts of the call in one batch, parses each output into at most k `Document`s
    (source "simulated", meta: mode, row_id, parse repairs, leak flag) and counts what happened;
-4. runs the leak guard (`zerosearch.engines.leak`): a result that states a gold answer the query did
-   not bring, in noisy mode or for a query that names none of the question's entities, is a candidate;
-   the same query is generated again answer-blind in the same mode (the referee), and the candidate is
-   cleared when that result states the answer too, else flagged. "flag" marks and counts flagged
-   results; "replace" serves the referee's answer-blind result instead.
+4. runs the leak guard (`sim_guard`, judging with `zerosearch.engines.leak`): a result that states a
+   gold answer the query did not bring, in noisy mode or for a query that names none of the question's
+   entities, is a candidate; the same query is generated again answer-blind in the same mode (the
+   referee), and the candidate is cleared when that result states the answer too, else flagged. "flag"
+   marks and counts flagged results; "replace" serves the referee's answer-blind result instead.
 Answer-blind engines (`answer_blind=True`, for evaluation) never put a question or answer in a prompt and
 report `sees_gold_answers = False`.
 
@@ -39,9 +39,10 @@ from zerosearch.engines import Counters
 from zerosearch.engines.base import DocMode, Document, SearchEngine, SearchRequest
 from zerosearch.engines.config import EngineConfig
 from zerosearch.engines.http import token_from_env
-from zerosearch.engines.leak import LeakGuard, LeakVerdict
+from zerosearch.engines.leak import LeakGuard
 from zerosearch.engines.noise import draw_mode
 from zerosearch.engines.sim_backends import Generation, OpenAIBackend, SimBackend, TransformersBackend
+from zerosearch.engines.sim_guard import SimResult, guard_results
 from zerosearch.engines.sim_prompts import (
     SIM_FAMILIES,
     ParseInfo,
@@ -60,8 +61,16 @@ REPLY_PREFIX = "Doc 1:"
 LEAK_GUARDS = ("off", "flag", "replace")
 # The config's default key variable is SerpAPI's; that key must never be sent to a simulator server.
 _SERPAPI_KEY_ENV = "SERPAPI_API_KEY"
-# One request's result: its documents, the generation they came from, and the parse (None: a fallback).
-_Result = tuple[list[Document], Generation, ParseInfo | None]
+
+
+def _documents(gen: Generation, n: int, meta: dict[str, Any]) -> SimResult:
+    """At most `n` documents parsed from `gen` (one "No results found." for a generation that failed)."""
+    if gen.error is not None:
+        return [Document(title="", text=FALLBACK_TEXT, source="simulated",
+                         meta={**meta, "fallback": True, "error": gen.error})], gen, None
+    parsed, info = parse_documents(gen.text, n)
+    meta = {**meta, "repairs": info.repairs(), "truncated": gen.finish_reason == "length"}
+    return [Document(title=d.title, text=d.text, source="simulated", meta=dict(meta)) for d in parsed], gen, info
 
 
 class SimulatedEngine(SearchEngine):
@@ -178,15 +187,6 @@ class SimulatedEngine(SearchEngine):
                 out[i] = g
         return out
 
-    @staticmethod
-    def _documents(gen: Generation, n: int, meta: dict[str, Any]) -> _Result:
-        if gen.error is not None:
-            return [Document(title="", text=FALLBACK_TEXT, source="simulated",
-                             meta={**meta, "fallback": True, "error": gen.error})], gen, None
-        parsed, info = parse_documents(gen.text, n)
-        meta = {**meta, "repairs": info.repairs(), "truncated": gen.finish_reason == "length"}
-        return [Document(title=d.title, text=d.text, source="simulated", meta=dict(meta)) for d in parsed], gen, info
-
     def _count(self, docs: list[Document], gen: Generation, info: ParseInfo | None) -> None:
         """Count a result the policy is served (a referee's result only when it replaces one)."""
         if info is None:
@@ -221,61 +221,34 @@ class SimulatedEngine(SearchEngine):
                                             family=self.sim_mode), n)
         self.counters.add(query_truncated=len(clipped))
         gens = self._generate(prompts)
-        results: dict[int, _Result] = {}
+        results: dict[int, SimResult] = {}
         for i in live:
             meta: dict[str, Any] = {"mode": modes[i], "row_id": requests[i].row_id}
             if i in clipped:
                 meta["query_truncated"] = True
             if self.leak_guard != "off":
                 meta["leak"] = False
-            results[i] = self._documents(gens[i], prompts[i][1], meta)
-        if self.leak_guard != "off":
-            self._guard(requests, results, modes)
+            results[i] = _documents(gens[i], prompts[i][1], meta)
+        if self.leak_guard != "off":  # see `zerosearch.engines.sim_guard`
+            guard_results(requests, results, modes, guard=self.guard, policy=self.leak_guard,
+                          referee=self.leak_referee, counters=self.counters,
+                          blind=lambda idx: self._referee(requests, modes, idx))
         for i, (docs, gen, info) in results.items():  # what is served (a replacement, not what it replaced)
             self._count(docs, gen, info)
             out[i] = docs
         self.counters.add(requests=1, queries=len(live), search_seconds=time.perf_counter() - t0)
         return out
 
-    def _guard(self, requests: Sequence[SearchRequest], results: dict[int, _Result], modes: dict[int, DocMode]) -> None:
-        """Flag (and with "replace", swap) the leaking results in place; see `zerosearch.engines.leak`."""
-        candidates: dict[int, LeakVerdict] = {}
-        for i, (docs, _, info) in results.items():
-            r = requests[i]
-            if info is None:  # a fallback: nothing was written
-                continue
-            verdict = self.guard.check(r.query, r.question or "", r.golden_answers or [],
-                                       [f"{d.title} {d.text}" for d in docs], modes[i])
-            if verdict.candidate:
-                candidates[i] = verdict
-        self.counters.add(leak_suspicious=len(candidates))
-        if not candidates:
-            return
-        blind: dict[int, _Result] = {}
-        if self.leak_referee or self.leak_guard == "replace":
-            # The referee: the same query, same mode, same model, no question and no answer in the prompt.
-            prompts = {i: (render_sim_prompt(requests[i].query, min(requests[i].k, self.k), modes[i],
-                                             words=self.doc_words, family=self.sim_mode), min(requests[i].k, self.k))
-                       for i in candidates}
-            self.counters.add(leak_referee=len(prompts))
-            for i, gen in self._generate(prompts).items():
-                meta = {"mode": modes[i], "row_id": requests[i].row_id, "leak": False, "answer_blind": True}
-                blind[i] = self._documents(gen, prompts[i][1], meta)
-        for i, verdict in candidates.items():
-            r = requests[i]
-            if self.leak_referee and i in blind and blind[i][2] is not None and self.guard.stating_docs(
-                    [f"{d.title} {d.text}" for d in blind[i][0]], r.question or "", r.golden_answers or []):
-                # An engine that does not know the answer writes it too: the query brings it by itself.
-                self.counters.add(leak_cleared=1)
-                continue
-            self.counters.add(leak_flagged=1, leak_docs=len(verdict.doc_hits))
-            for j in verdict.doc_hits:
-                results[i][0][j].meta.update(leak=True, leak_reason=verdict.reason)
-            if self.leak_guard == "replace":
-                for d in blind[i][0]:
-                    d.meta["leak_replaced"] = True
-                results[i] = blind[i]
-                self.counters.add(leak_replaced=1)
+    def _referee(self, requests: Sequence[SearchRequest], modes: dict[int, DocMode], idx: list[int]
+                 ) -> dict[int, SimResult]:
+        """The referee: the same queries, same modes, same model, no question and no answer in the prompt."""
+        prompts = {i: (render_sim_prompt(requests[i].query, min(requests[i].k, self.k), modes[i],
+                                         words=self.doc_words, family=self.sim_mode), min(requests[i].k, self.k))
+                   for i in idx}
+        self.counters.add(leak_referee=len(prompts))
+        return {i: _documents(gen, prompts[i][1], {"mode": modes[i], "row_id": requests[i].row_id, "leak": False,
+                                                    "answer_blind": True})
+                for i, gen in self._generate(prompts).items()}
 
     # --- bookkeeping ----------------------------------------------------------------------------------
 
