@@ -21,58 +21,69 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
+    """The policy being trained (and, for PPO, the critic's backbone): which model, where, and how much of it trains."""
+
     name: str = "smollm2-135m-instruct"  # anything zerosearch.models.load accepts
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"
-    device: str = "auto"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "auto"  # auto: bf16 on a GPU, fp32 on a CPU
+    device: str = "auto"  # torch device ("cpu", "cuda", "cuda:1"); auto: cuda when available, else cpu
     lora_r: int = Field(0, ge=0)  # 0: full fine-tuning; > 0: train a PEFT LoRA adapter of this rank
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    gradient_checkpointing: bool = False
+    lora_alpha: int = 32  # LoRA scaling alpha (the update is scaled by lora_alpha / lora_r)
+    lora_dropout: float = 0.0  # dropout on the LoRA adapter's input
+    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]  # module names that get a LoRA adapter
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
 
 
 class DataSection(_Section):
+    """The questions trained on and the fixed dev batch evaluated during training."""
+
     # A QA file (JSONL/JSON/parquet), or "world" for the built-in synthetic world's train split.
     train: str = "world"
     # Fixed dev batch evaluated every `train.eval_every` steps: a file, "world" (its dev split) or null.
     dev: str | None = "world"
-    dev_size: int = Field(32, ge=1)
+    dev_size: int = Field(32, ge=1)  # questions in the dev batch (the first ones of data.dev)
     world: dict[str, Any] = {}  # zerosearch.data.world.WorldConfig fields, when train/dev is "world"
     world_dir: str | None = None  # where the world is written (default: the cache dir)
 
 
 class RolloutSection(_Section):
-    max_turns: int = 4
-    max_new_tokens_per_turn: int = 500
-    max_obs_tokens: int = 2048
-    max_prompt_tokens: int = 2048
-    max_total_tokens: int = 4096
-    temperature: float = 1.0
-    top_p: float = 1.0
+    """How the policy generates its search trajectories (zerosearch.agent.rollout) in training and dev evaluation."""
+
+    max_turns: int = 4  # action turns (search or invalid) before the forced answer turn
+    max_new_tokens_per_turn: int = 500  # generation budget of one turn
+    max_obs_tokens: int = 2048  # tokens of one <information> block, tags included (the documents are cut)
+    max_prompt_tokens: int = 2048  # a longer question prompt is an error
+    max_total_tokens: int = 4096  # prompt + response; a trajectory with no room left ends
+    temperature: float = 1.0  # the policy's sampling temperature
+    top_p: float = 1.0  # nucleus sampling; 1.0 keeps the sampler equal to the softmax the trainer scores
     n: int = Field(5, ge=1)  # samples per question (GRPO group size)
-    format_weight: float = 0.0
+    format_weight: float = 0.0  # Search-R1's format term in the reward, 0: off (zerosearch.reward.f1_reward)
     batch_size: int = Field(8, ge=1)  # generation micro-batch
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm"] = "hf"  # the policy's generator; training supports hf only (vllm is refused)
 
 
 class CurriculumSection(_Section):
-    p_start: float = 0.0
-    p_end: float = 0.5
-    base: float = 4.0
+    """The simulated engine's noise curriculum (zerosearch.training.curriculum, the paper's eq. 1): the
+    probability that a query gets noisy documents rises from p_start to p_end over train.steps."""
+
+    p_start: float = 0.0  # noise probability at the first step
+    p_end: float = 0.5  # noise probability at the last step (train.steps)
+    base: float = 4.0  # the exponential curve's base b: > 1 rises slowly then fast, 1 is linear
     fixed: float | None = None  # a constant noise probability instead (the paper's "random" ablation)
 
 
 class OptimSection(_Section):
-    lr: float = 1e-6
-    critic_lr: float = 1e-5
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
+    """The optimizer (AdamW), its schedule, the PPO-style epochs and batches, and the step's speed switches."""
+
+    lr: float = 1e-6  # the policy's AdamW learning rate
+    critic_lr: float = 1e-5  # the critic's AdamW learning rate (PPO)
+    weight_decay: float = 0.01  # AdamW weight decay (policy and critic)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (policy and critic)
     # Linear warm-up over this fraction of train.steps, then constant (the paper: 0.95 GRPO, 0.285 PPO).
     # Counted in *training* steps, as veRL does (int(ratio * steps) of them), whatever the number of
     # optimizer steps per training step (rollout batch / mini_batch_size x ppo_epochs).
     warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)
     critic_warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)  # the critic's own (veRL's default: none)
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # gradients clipped to this global norm (policy and critic separately)
     ppo_epochs: int = Field(1, ge=1)  # passes over each rollout batch
     mini_batch_size: int = Field(8, ge=1)  # trajectories per optimizer step
     micro_batch_size: int = Field(4, ge=1)  # trajectories per forward/backward (gradient accumulation)
@@ -108,18 +119,20 @@ class OptimSection(_Section):
 
 
 class TrainSection(_Section):
-    steps: int = Field(200, ge=1)
+    """The training loop: how many steps, evaluation and checkpoints, and when failed searches stop it."""
+
+    steps: int = Field(200, ge=1)  # training steps (one rollout batch each)
     batch_size: int = Field(4, ge=1)  # questions per step (x rollout.n trajectories)
-    seed: int = 0
+    seed: int = 0  # seeds torch and Python's RNGs, the data order and the rollouts' sampling
     loss_mask: bool = True  # False: the ablation that trains on retrieved tokens too
     eval_every: int = Field(10, ge=0)  # 0: never
     save_every: int = Field(50, ge=0)  # 0: only at the end
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)  # checkpoints kept; older ones are deleted
     samples_per_step: int = Field(2, ge=0)  # trajectories written to samples.jsonl each step
     # Failed searches (an engine error, a "No results found." fallback, no documents): a step in which
-    # more than this share of the searches failed is skipped (not trained on), logged and counted ...
+    # more than this share of the searches failed is skipped (not trained on), logged and counted.
     max_failed_search_share: float = Field(0.5, ge=0.0, le=1.0)
-    # ... and after this many skipped steps in a row the run stops, its last checkpoint intact.
+    # After this many such skipped steps in a row the run stops, its last checkpoint intact.
     max_consecutive_failed_steps: int = Field(3, ge=1)
 
 
@@ -129,25 +142,26 @@ class MonitorSection(_Section):
 
     window: int = Field(5, ge=1)  # moving average over this many steps (reward, length, rates)
     reward_drop: float | None = Field(0.5, gt=0, le=1)  # reward mean below (1 - this) x its best window mean
-    min_reward: float = Field(0.05, ge=0)  # ... only once that best exceeded this (a random policy's ~0 is no peak)
+    # reward_drop fires only once that best exceeded this (a random policy's ~0 is no peak).
+    min_reward: float = Field(0.05, ge=0)
     entropy_growth: float | None = Field(3.0, gt=1)  # entropy mean above this x its first window mean
     kl_max: float | None = Field(1.0, gt=0)  # per-token k3 KL to the reference above this
     length_growth: float | None = Field(2.0, gt=1)  # response tokens mean above this x its first window mean
     valid_action_drop: float | None = Field(0.5, gt=0, le=1)  # valid-action / answered rate below (1-this) x best
     stop_on_collapse: bool = False  # True: stop the run (last checkpoint kept) when an alarm lasts `patience` steps
-    patience: int = Field(3, ge=1)
+    patience: int = Field(3, ge=1)  # steps in a row an alarm must last before stop_on_collapse stops the run
 
 
 class TrainConfig(_Section):
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()
-    engine: dict[str, Any] = {"name": "simulated"}  # zerosearch.engines.EngineConfig fields
+    engine: dict[str, Any] = {"name": "simulated"}  # the training engine: zerosearch.engines.EngineConfig fields
     # The dev batch's engine: real or answer-blind (a gold-seeing one is refused). null: the training
     # engine when it is a real engine, else BM25 over the world's corpus when data.dev is `world`, else the
     # training simulator in answer-blind mode (zerosearch.evaluation.dev_eval.dev_engine).
     eval_engine: dict[str, Any] | None = None
     rollout: RolloutSection = RolloutSection()
-    algorithm: dict[str, Any] = {"name": "grpo"}  # name + that algorithm's hyper-parameters
+    algorithm: dict[str, Any] = {"name": "grpo"}  # the RL algorithm: name + that algorithm's hyper-parameters
     curriculum: CurriculumSection = CurriculumSection()
     optim: OptimSection = OptimSection()
     train: TrainSection = TrainSection()
@@ -178,7 +192,7 @@ class TrainConfig(_Section):
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`a.b=v` sets raw["a"]["b"] = yaml(v), creating sections as needed."""
+    """`a.b=v` sets `raw["a"]["b"] = yaml(v)`, creating sections as needed."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
