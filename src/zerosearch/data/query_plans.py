@@ -29,7 +29,7 @@ from zerosearch.data.qa import QARecord
 from zerosearch.reward import normalize_answer
 
 # template -> the relation asked at each hop, as query keywords ("{entity} {relation}") and as the noun of
-# "the {relation} of {entity}". Mirrors zerosearch.data.world._templates; a test fails if a template is missing.
+# "the {relation} of {entity}". Mirrors zerosearch.data.world.questions._templates; a test fails if a template is missing.
 RELATIONS: dict[str, tuple[str, ...]] = {
     "person_birth_year": ("birth year",), "person_birthplace": ("birthplace",),
     "person_birth_country": ("birth country",), "person_occupation": ("occupation",),

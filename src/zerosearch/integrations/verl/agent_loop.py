@@ -30,6 +30,11 @@ or veRL's `trainer.total_training_steps`; veRL counts steps from 1 as zerosearch
 
 from __future__ import annotations
 
+# Before veRL's import pulls transformers' model code: a clear ImportError for transformers < 5.13 with kernels >= 0.15.
+from zerosearch.integrations.compat import check_hub_kernels
+
+check_hub_kernels()
+
 import asyncio
 import concurrent.futures
 import threading

@@ -1,0 +1,17 @@
+"""TRL is an optional extra (`pip install zerosearch[trl]`): the package imports without it, and everything
+that needs it calls `_require_trl()` first."""
+
+from __future__ import annotations
+
+try:  # TRL is an optional extra; everything that needs it checks `_require_trl()`
+    import trl
+    from transformers import TrainerCallback
+except ImportError:  # pragma: no cover - exercised where trl is absent
+    trl = None
+    TrainerCallback = object  # type: ignore[assignment,misc]
+
+
+def _require_trl() -> None:
+    if trl is None:
+        raise ImportError("zerosearch.integrations.trl needs TRL: pip install 'zerosearch[trl]' (trl>=1.16, "
+                          "Python >= 3.11)")
