@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--replay", type=float, default=0.5, help="world demonstrations per HotpotQA demonstration")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="untrained/rag,hotpot/search-agent,hotpot/rag,world/search-agent",
+                    help="the evaluations, in order (POLICY/METHOD)")
     ap.add_argument("--out", default="runs/hotpot")
     ap.add_argument("--results", default=None, help="also write the tables to this markdown file")
     args = ap.parse_args()
@@ -113,7 +115,9 @@ def main() -> None:
 
     ecfg = EvalConfig(methods=["search-agent"], k=3, max_turns=MAX_TURNS, max_new_tokens=MAX_TOKENS,
                       answer_tokens=24, seed=args.seed, chunk=16)
-    jobs = [("untrained", "rag"), ("world", "search-agent"), ("hotpot", "search-agent"), ("hotpot", "rag")]
+    jobs = [tuple(j.split("/")) for j in args.only.split(",") if j]
+    if bad := [j for j in jobs if len(j) != 2 or j[0] not in policies or j[1] not in ("rag", "search-agent")]:
+        raise SystemExit(f"--only: unknown job(s) {bad}; each is POLICY/METHOD, POLICY in {sorted(policies)}")
     # This file carries no HotpotQA `type`; the plan's shape says it: a bridge entity to read, two entities
     # to compare, or no plan (supporting paragraphs the plan cannot chain).
     qtype = {r.id: question_type(r) for r in test}
