@@ -304,6 +304,20 @@ def test_resume_refuses_a_run_without_checkpoints_or_with_another_config(tmp_pat
         resume(tmp_path, state, policy=policy, critic=None, config_yaml="a: 2\n")
 
 
+def test_resume_skips_a_truncated_newest_checkpoint_and_names_it(tmp_path, capsys) -> None:
+    policy, _, state = parts(critic=False)
+    first = save(tmp_path, 1, state, policy=policy, critic=None, config_yaml="a: 1\n", keep=2)
+    second = save(tmp_path, 2, state, policy=policy, critic=None, config_yaml="a: 1\n", keep=2)
+    weights = second / "policy.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    fresh_policy, _, fresh = parts(critic=False)
+    assert resume(tmp_path, fresh, policy=fresh_policy, critic=None, config_yaml="a: 1\n") == (1, first)
+    assert "step-000002 skipped" in capsys.readouterr().err
+    (first / "trainer.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is intact:(.|\n)*trainer.pt"):
+        resume(tmp_path, fresh, policy=fresh_policy, critic=None, config_yaml="a: 1\n")
+
+
 # --- the step's record ------------------------------------------------------------------------------------
 
 STEP_KEYS = ["reward", "reward_std", "f1", "em", "response_tokens", "policy_tokens", "turns", "searches",

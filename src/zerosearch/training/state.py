@@ -9,6 +9,7 @@ global RNGs last so that nothing restored after them can move them.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import torch
 
 from zerosearch.io import atomic_path
-from zerosearch.training.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from zerosearch.training.checkpoint import (latest_good_checkpoint, list_checkpoints, load_checkpoint, rng_state,
+                                            save_checkpoint, set_rng_state)
 from zerosearch.training.curriculum import NoiseSchedule
 from zerosearch.training.monitors import CollapseMonitor, FailedSearchPolicy
 
@@ -70,18 +72,23 @@ def save(run_dir: Path, step: int, state: RunState, *, policy: torch.nn.Module, 
 
 def resume(run_dir: Path, state: RunState, *, policy: torch.nn.Module, critic: torch.nn.Module | None,
            config_yaml: str) -> tuple[int, Path]:
-    """Load the newest checkpoint into `policy`, `critic` and `state`: (its step, its folder). Refused when
-    there is none, or when it was saved under a different config (the run would not be the same run)."""
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
+    """Load the newest checkpoint whose files match their manifest into `policy`, `critic` and `state`:
+    (its step, its folder). A damaged newer one is skipped with a warning naming the file. Refused when there
+    is none, or when it was saved under a different config (the run would not be the same run)."""
+    if not list_checkpoints(run_dir):
         raise ValueError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
-    saved = (ckpts[-1] / "config.yaml").read_text(encoding="utf-8")
+    ckpt, skipped = latest_good_checkpoint(run_dir)
+    for line in skipped:
+        print(f"--resume: {line}", file=sys.stderr)
+    if ckpt is None:
+        raise ValueError(f"--resume: no checkpoint under {run_dir / 'checkpoints'} is intact:\n  " + "\n  ".join(skipped))
+    saved = (ckpt / "config.yaml").read_text(encoding="utf-8")
     if saved != config_yaml:
-        raise ValueError(f"--resume: {ckpts[-1]} was saved under a different config; resume with the same "
-                         f"config (see {ckpts[-1] / 'config.yaml'})")
-    loaded = load_checkpoint(ckpts[-1], policy=policy, critic=critic)
+        raise ValueError(f"--resume: {ckpt} was saved under a different config; resume with the same "
+                         f"config (see {ckpt / 'config.yaml'})")
+    loaded = load_checkpoint(ckpt, policy=policy, critic=critic)
     state.load_state_dict(loaded)
-    return int(loaded["step"]), ckpts[-1]
+    return int(loaded["step"]), ckpt
 
 
 def export_policy(policy: Any, tok: Any, out: Path, *, merge_lora: bool) -> Path:
