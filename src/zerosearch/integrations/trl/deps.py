@@ -3,6 +3,12 @@ that needs it calls `_require_trl()` first."""
 
 from __future__ import annotations
 
+from zerosearch.integrations.compat import check_hub_kernels
+
+# Before `import trl`: a transformers/kernels pair that cannot import together would otherwise fail deep inside
+# transformers (or, caught below, pass for a missing TRL); this names both versions and the remedy.
+check_hub_kernels()
+
 try:  # TRL is an optional extra; everything that needs it checks `_require_trl()`
     import trl
     from transformers import TrainerCallback
