@@ -84,6 +84,9 @@ def _strip_comment(line: str) -> str:
     return line
 
 
+_WRAPPER = re.compile(r"^(\w+=\S*|env|nice|time|sudo|timeout|-n|-k|\d+[smh]?)$")
+
+
 def _commands_in(snippet: str, file: str, line: int) -> list[Command]:
     """The zerosearch commands in one shell command line (pipes, &&, ; split it)."""
     text = _PLACEHOLDER.sub("PLACEHOLDER", snippet)
@@ -107,7 +110,9 @@ def _commands_in(snippet: str, file: str, line: int) -> list[Command]:
     out = []
     for seg in segments:
         for i, tok in enumerate(seg):
-            exe = tok == "zerosearch" or tok.endswith("/zerosearch")
+            # the program of its segment (after VAR=value and wrappers such as `nice -n 10`), not a word of
+            # output or prose ("imported 115 zerosearch modules")
+            exe = (tok == "zerosearch" or tok.endswith("/zerosearch")) and all(_WRAPPER.match(t) for t in seg[:i])
             module = tok in ("zerosearch", "zerosearch.cli") and i > 0 and seg[i - 1] == "-m"
             if exe or module:
                 argv = tuple(seg[i + 1:])
@@ -235,6 +240,10 @@ HF_HUB_OFFLINE=1 .venv/bin/zerosearch eval --model <dir> --data <qa.jsonl> --out
 
 ```python
 from zerosearch import train  # not a shell block
+```
+
+```
+imported 115 zerosearch modules
 ```
 
 ```yaml
