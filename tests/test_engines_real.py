@@ -508,3 +508,31 @@ def test_corpus_world_resolves_to_the_data_world_or_the_built_in_one(tmp_path):
     with pytest.raises(ValueError, match="data.train or data.dev"):
         engine_config({"name": "bm25", "corpus": "world"}, None)
     assert engine_config({"name": "bm25", "corpus": "world"}, data_world).corpus == str(data_world / "corpus.jsonl")
+
+
+def test_http_waits_what_retry_after_asks_capped(monkeypatch):
+    """A 503/429's Retry-After (what our server sends under back-pressure) lengthens the wait; no wait exceeds
+    MAX_BACKOFF_S whatever the retries or the header ask."""
+    import httpx
+
+    import zerosearch.engines.http as http_mod
+
+    waits: list[float] = []
+    monkeypatch.setattr(http_mod.time, "sleep", waits.append)
+    answers = iter([(503, {"Retry-After": "2"}), (429, {"Retry-After": "999"}), (503, {"Retry-After": "soon"}),
+                    (500, {}), (200, {})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, headers = next(answers)
+        return httpx.Response(status, headers=headers, json={"result": []} if status == 200 else {"detail": "busy"})
+
+    counters = http_mod.Counters(requests=0, queries=0, retries=0, errors=0, latency_s=0.0)
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        body = http_mod.request_json(client, "POST", lambda: "http://127.0.0.1:1/retrieve", retries=5, backoff=0.1,
+                                     counters=counters, json={})
+    assert body == {"result": []}
+    # attempt 0: max(0.1, 2) = 2; 1: min(999, cap 30); 2: a malformed header -> back-off 0.4; 3: 0.8
+    assert waits == [2.0, http_mod.MAX_BACKOFF_S, 0.4, 0.8]
+    assert [http_mod.wait_s(i, 0.5, None) for i in (0, 3, 10)] == [0.5, 4.0, http_mod.MAX_BACKOFF_S]
+    assert [http_mod.retry_after(v) for v in (None, "3", "-1", "inf", "Wed, 21 Oct 2015 07:28:00 GMT")] == [
+        None, 3.0, None, None, None]

@@ -59,14 +59,38 @@ def token_from_env(env_name: str | None, what: str) -> str | None:
 
 
 class _Transient(Exception):
-    """A failure worth retrying: connection error, timeout, HTTP 429 or 5xx."""
+    """A failure worth retrying: connection error, timeout, HTTP 429 or 5xx; `after`: the server's Retry-After."""
+
+    def __init__(self, message: str, after: float | None = None):
+        super().__init__(message)
+        self.after = after
+
+
+MAX_BACKOFF_S = 30.0  # one wait never exceeds this: with retries=10, 2**9 * 0.5 s would be over 4 minutes
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header in its delta-seconds form (ours: `engines/server/limits.py`); None
+    for a missing, HTTP-date or malformed one."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
+
+
+def wait_s(attempt: int, backoff: float, after: float | None) -> float:
+    """The pause after failed attempt `attempt`: the exponential back-off, or the server's Retry-After when it
+    asks for longer, never more than MAX_BACKOFF_S."""
+    return min(max(backoff * 2**attempt, after or 0.0), MAX_BACKOFF_S)
 
 
 def request_json(client: httpx.Client, method: str, urls: Callable[[], str], *, retries: int, backoff: float,
                  counters: Counters, redact: Callable[[str], str] = str, **kwargs: Any) -> Any:
     """Send until a 2xx JSON answer, at most `retries + 1` attempts, each to the URL `urls()` gives.
 
-    Sleeps `backoff * 2**i` seconds after failed attempt i (counted in `counters` as `retries`). Client
+    Sleeps `backoff * 2**i` seconds after failed attempt i, or longer where a 429/503 says Retry-After, at most
+    MAX_BACKOFF_S (`wait_s`; counted in `counters` as `retries`). Client
     errors (4xx other than 429) and non-JSON answers are not retried. `redact` scrubs secrets from
     anything put in an error message.
     """
@@ -79,7 +103,7 @@ def request_json(client: httpx.Client, method: str, urls: Callable[[], str], *, 
             except httpx.TransportError as e:  # connect/read/write errors and timeouts
                 raise _Transient(f"{type(e).__name__}: {e}") from None
             if resp.status_code == 429 or resp.status_code >= 500:
-                raise _Transient(f"HTTP {resp.status_code}: {resp.text[:200]}")
+                raise _Transient(f"HTTP {resp.status_code}: {resp.text[:200]}", retry_after(resp.headers.get("retry-after")))
             if resp.status_code >= 400:
                 raise SearchError(redact(f"{method} {url}: HTTP {resp.status_code}: {resp.text[:300]}"))
             try:
@@ -90,7 +114,7 @@ def request_json(client: httpx.Client, method: str, urls: Callable[[], str], *, 
             last = redact(f"{url}: {e}")
             if attempt < retries:
                 counters.add(retries=1)
-                time.sleep(backoff * 2**attempt)
+                time.sleep(wait_s(attempt, backoff, e.after))
     raise SearchError(redact(f"search failed after {retries + 1} attempts; last error: {last}"))
 
 
